@@ -1,0 +1,53 @@
+"""Checkpoint files: written atomically, read without unpickling arbitrary objects."""
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+
+import torch
+
+FORMAT = "deeprnn-checkpoint"
+VERSION = 1
+REQUIRED = ("config", "vocab", "model", "optimizer", "counters", "metrics", "evals", "events")
+
+
+class CheckpointError(ValueError):
+    pass
+
+
+def save_checkpoint(payload: dict, path: str | Path) -> Path:
+    """Write to a temporary file beside the target, then rename: a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"format": FORMAT, "version": VERSION, **payload}, f)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """The payload of a deeprnn checkpoint, or CheckpointError saying why the file is refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint file at {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path} is not a readable deeprnn checkpoint "
+                              f"(truncated, corrupted or not a PyTorch file): {str(err).splitlines()[0]}") from err
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is a PyTorch file but not a deeprnn checkpoint")
+    if payload.get("version") != VERSION:
+        raise CheckpointError(f"{path} is checkpoint version {payload.get('version')}; this deeprnn reads {VERSION}")
+    missing = [key for key in REQUIRED if key not in payload]
+    if missing:
+        raise CheckpointError(f"{path} lacks {', '.join(missing)}")
+    return payload

@@ -1,0 +1,151 @@
+"""`python -m deeprnn train|generate`: the same RunConfig and Trainer the page uses."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from .batches import TooShortError
+from .checkpoint import CheckpointError
+from .config import CHOICES, PRESETS, ConfigError, RunConfig, preset
+from .corpus import CorpusError
+from .generate import continue_text
+from .train import Diverged, Trainer, device_label, model_from_checkpoint
+
+EXIT_BAD_INPUT, EXIT_DIVERGED = 2, 3
+USER_ERRORS = (ConfigError, CorpusError, TooShortError, CheckpointError)
+BOOK_PREFIX = "time traveller"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a bad flag as one `error:` line, not a usage block."""
+
+    def error(self, message):
+        raise ConfigError("argument", message.removeprefix("argument "))
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="python -m deeprnn", description="Train and sample deep recurrent networks.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    train = commands.add_parser("train", help="train a stacked RNN")
+    train.add_argument("--preset", choices=sorted(PRESETS), help="start from a named recipe; flags override it")
+    train.add_argument("--corpus", help="timemachine, pydocs, or the path of a text file")
+    train.add_argument("--tokens", choices=CHOICES["tokens"])
+    train.add_argument("--preprocess", choices=CHOICES["preprocess"])
+    train.add_argument("--min-freq", type=int)
+    train.add_argument("--max-vocab", type=int)
+    train.add_argument("--max-tokens", type=int)
+    train.add_argument("--val-fraction", type=float)
+    train.add_argument("--cell", choices=CHOICES["cell"])
+    train.add_argument("--layers", type=int)
+    train.add_argument("--hidden", type=int)
+    train.add_argument("--dropout", type=float)
+    train.add_argument("--embedding", type=int, help="embedding size; 0 means one-hot input")
+    train.add_argument("--optimizer", choices=CHOICES["optimizer"])
+    train.add_argument("--lr", type=float)
+    train.add_argument("--weight-decay", type=float)
+    train.add_argument("--clip", type=float)
+    train.add_argument("--batch", type=int)
+    train.add_argument("--steps", type=int)
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--iterator", choices=CHOICES["iterator"])
+    train.add_argument("--seed", type=int)
+    train.add_argument("--device", choices=CHOICES["device"])
+    train.add_argument("--report-every", type=int)
+    train.add_argument("--save", help="write a checkpoint here at the end (and on divergence)")
+    train.add_argument("--resume", help="continue from this checkpoint")
+    train.add_argument("--json", action="store_true", help="end with one JSON line of results")
+    generate = commands.add_parser("generate", help="continue a prefix from a checkpoint")
+    generate.add_argument("--checkpoint", required=True)
+    generate.add_argument("--prefix", default=BOOK_PREFIX)
+    generate.add_argument("--length", type=int, default=50)
+    generate.add_argument("--temperature", type=float, default=0.0)
+    generate.add_argument("--top-k", type=int, default=0)
+    generate.add_argument("--seed", type=int)
+    return parser
+
+
+NOT_CONFIG = {"command", "preset", "save", "resume", "json"}
+
+
+def explicit_overrides(args) -> dict:
+    return {k: v for k, v in vars(args).items() if k not in NOT_CONFIG and v is not None}
+
+
+def make_trainer(args) -> Trainer:
+    overrides = explicit_overrides(args)
+    if args.resume:
+        return Trainer.resume(args.resume, **overrides)
+    return Trainer(preset(args.preset, **overrides) if args.preset else RunConfig(**overrides))
+
+
+def train(args) -> int:
+    trainer = make_trainer(args)
+    for notice in trainer.corpus.notices:
+        print(f"notice: {notice}", file=sys.stderr)
+    cfg = trainer.config
+    print(f"training {cfg.cell.upper()} x{cfg.layers} h{cfg.hidden} on {trainer.corpus.name} "
+          f"({len(trainer.corpus.train)} train / {len(trainer.corpus.val)} held-out tokens, "
+          f"{trainer.parameter_count:,} parameters) on {device_label(trainer.device)}", file=sys.stderr)
+    every = max(1, cfg.epochs // 10)
+    started = time.perf_counter()
+    try:
+        for report in trainer.steps():
+            if report and report.get("end_of_epoch") and (trainer.epoch % every == 0 or trainer.epoch == cfg.epochs):
+                print(progress_line(trainer, report, time.perf_counter() - started), file=sys.stderr)
+    except Diverged as err:
+        if args.save:
+            trainer.save(args.save)
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_DIVERGED
+    if args.save:
+        trainer.save(args.save)
+    print_results(trainer, args.json)
+    return 0
+
+
+def progress_line(trainer: Trainer, report: dict, wall: float) -> str:
+    val = report.get("val_ppl")
+    return (f"epoch {trainer.epoch}/{trainer.config.epochs}  perplexity {report.get('ppl', float('nan')):.2f}"
+            + (f"  held-out {val:.2f}" if val else "")
+            + f"  {trainer.tokens_per_s():,.0f} tokens/s  {wall:.0f}s")
+
+
+def print_results(trainer: Trainer, as_json: bool) -> None:
+    ppl = trainer.perplexity()
+    val = trainer.evals.last()
+    sample = continue_text(trainer.model, trainer.codec, BOOK_PREFIX, 50)
+    print(f"perplexity {ppl:.1f}, {trainer.tokens_per_s():.1f} tokens/sec on {trainer.device}")
+    print(sample)
+    if as_json:
+        print(json.dumps({
+            "perplexity": ppl, "val_perplexity": val["val_ppl"] if val else None,
+            "best_val_perplexity": trainer.best["val_ppl"] if trainer.best else None,
+            "tokens_per_s": trainer.tokens_per_s(), "train_tokens": trainer.tokens,
+            "seconds": trainer.train_seconds, "device": str(trainer.device), "epochs": trainer.epoch,
+            "steps": trainer.step, "parameters": trainer.parameter_count, "sample": sample,
+            "config": {k: v for k, v in trainer.config.to_dict().items() if k != "text"},
+        }))
+
+
+def generate(args) -> int:
+    if args.length < 0 or args.length > 100_000:
+        raise ConfigError("length", f"must be >= 0 and <= 100000 (got {args.length})")
+    if args.temperature < 0:
+        raise ConfigError("temperature", f"must be >= 0 (got {args.temperature})")
+    model, codec, _ = model_from_checkpoint(args.checkpoint)
+    print(continue_text(model, codec, args.prefix, args.length, args.temperature, args.top_k, args.seed))
+    return 0
+
+
+def main(argv=None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return train(args) if args.command == "train" else generate(args)
+    except USER_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,146 @@
+"""The one validated description of a run, shared by the CLI, the session and the page."""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+
+class ConfigError(ValueError):
+    """A configuration value outside its allowed range; the message names the field."""
+
+    def __init__(self, name: str, message: str):
+        super().__init__(f"{name} {message}")
+        self.field = name
+
+
+# Allowed values, kept as data so the CLI and the page can offer exactly these choices.
+CHOICES = {
+    "tokens": ("char", "word"),
+    "preprocess": ("book", "raw"),
+    "cell": ("rnn", "gru", "lstm"),
+    "optimizer": ("sgd", "adam"),
+    "iterator": ("sequential", "random"),
+    "device": ("auto", "cpu", "cuda", "mps"),
+}
+
+# Numeric ranges, inclusive unless the bound is marked open: (low, high, low_open, high_open).
+RANGES = {
+    "min_freq": (1, 1_000_000, False, False),
+    "max_vocab": (0, 10_000_000, False, False),
+    "val_fraction": (0.0, 0.5, False, False),
+    "layers": (1, 8, False, False),
+    "hidden": (1, 4096, False, False),
+    "dropout": (0.0, 1.0, False, True),
+    "embedding": (0, 4096, False, False),
+    "lr": (0.0, 100.0, True, False),
+    "weight_decay": (0.0, 1.0, False, False),
+    "clip": (0.0, 1e6, False, False),
+    "batch": (1, 4096, False, False),
+    "steps": (1, 4096, False, False),
+    "epochs": (1, 10_000_000, False, False),
+    "seed": (0, 2**31 - 1, False, False),
+    "report_every": (0, 1_000_000, False, False),
+}
+INTEGER_FIELDS = {"min_freq", "max_vocab", "max_tokens", "layers", "hidden", "embedding", "batch",
+                  "steps", "epochs", "seed", "report_every"}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines a training run. Defaults are the dashboard's fast recipe."""
+
+    corpus: str = "timemachine"  # "timemachine", "pydocs", "text" (uses `text`), or a file path
+    text: str | None = field(default=None, repr=False)  # the user's own text when corpus == "text"
+    tokens: str = "char"
+    preprocess: str = "book"  # the book's letters-only lower case, or "raw"
+    min_freq: int = 1
+    max_vocab: int = 0  # 0 keeps every token; otherwise the most frequent ones
+    max_tokens: int = -1  # -1 keeps the whole text; the book keeps 10,000
+    val_fraction: float = 0.1
+    cell: str = "lstm"
+    layers: int = 2
+    hidden: int = 128
+    dropout: float = 0.0
+    embedding: int = 32  # 0 means one-hot input, as in the book
+    optimizer: str = "adam"
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    clip: float = 1.0  # 0 disables clipping
+    batch: int = 32
+    steps: int = 64
+    epochs: int = 20
+    iterator: str = "sequential"
+    seed: int = 0
+    device: str = "auto"
+    report_every: int = 0  # minibatches between report points; 0 reports once per epoch
+
+    def __post_init__(self):
+        validate(self)
+
+    def replace(self, **changes) -> "RunConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        """Plain values, safe for JSON and for `torch.load(weights_only=True)`."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "RunConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(unknown[0], "is not a configuration field")
+        return cls(**values)
+
+
+def validate(config: RunConfig) -> None:
+    """Raise ConfigError naming the first field whose value is outside its allowed range."""
+    if not isinstance(config.corpus, str) or not config.corpus.strip():
+        raise ConfigError("corpus", "must name timemachine, pydocs, text or a file path")
+    if config.corpus == "text" and not isinstance(config.text, str):
+        raise ConfigError("text", "must hold the text when corpus is 'text'")
+    for name, allowed in CHOICES.items():
+        value = getattr(config, name)
+        if value not in allowed:
+            raise ConfigError(name, f"must be one of {', '.join(allowed)} (got {value!r})")
+    for name in INTEGER_FIELDS:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(name, f"must be a whole number (got {value!r})")
+    if config.max_tokens != -1 and not 1 <= config.max_tokens <= 10**10:
+        raise ConfigError("max_tokens", f"must be -1 (all) or between 1 and 10000000000 (got {config.max_tokens})")
+    for name, bounds in RANGES.items():
+        _check_range(name, getattr(config, name), *bounds)
+
+
+def _check_range(name, value, low, high, low_open, high_open):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(name, f"must be a finite number (got {value!r})")
+    too_low = value <= low if low_open else value < low
+    too_high = value >= high if high_open else value > high
+    if too_low or too_high:
+        raise ConfigError(name, f"must be {describe_range(name)} (got {value})")
+
+
+def describe_range(name: str) -> str:
+    low, high, low_open, high_open = RANGES[name]
+    return f"{'>' if low_open else '>='} {low} and {'<' if high_open else '<='} {high}"
+
+
+PRESETS = {
+    # The book's recipe: Dive into Deep Learning, "Deep Recurrent Neural Networks".
+    "d2l": dict(max_tokens=10_000, val_fraction=0.0, embedding=0, cell="lstm", layers=2, hidden=256,
+                dropout=0.0, batch=32, steps=35, optimizer="sgd", lr=2.0, clip=1.0,
+                iterator="sequential", epochs=500),
+    # Learns within seconds on a laptop CPU: the dataclass defaults.
+    "fast": {},
+    # The best held-out perplexity found within a few minutes on 2 CPU cores.
+    "best": dict(hidden=256, dropout=0.2, batch=64, steps=64, lr=3e-3, epochs=40),
+}
+
+
+def preset(name: str, **overrides) -> RunConfig:
+    if name not in PRESETS:
+        raise ConfigError("preset", f"must be one of {', '.join(PRESETS)} (got {name!r})")
+    return RunConfig(**{**PRESETS[name], **overrides})

@@ -1,0 +1,223 @@
+"""Text in, token ids out: fetching, cleaning, tokenising, the vocabulary and the held-out split."""
+from __future__ import annotations
+
+import collections
+import hashlib
+import os
+import re
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+TIMEMACHINE_URL = "http://d2l-data.s3-accelerate.amazonaws.com/timemachine.txt"
+TIMEMACHINE_SHA1 = "090b5e7e70c295757f55df93cb0a180b9691891a"
+TIMEMACHINE_FILE = "timemachine.txt"
+MAX_TEXT_BYTES = 50 * 1024 * 1024  # a text file larger than this is refused before it is read
+UNK = "<unk>"
+
+
+class CorpusError(ValueError):
+    """The text could not be had or used; the message says what to do."""
+
+
+def sha1_of(path: Path) -> str:
+    digest = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 16), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "deeprnn"
+
+
+HOW_TO_FIX = ("set DEEPRNN_DATA_DIR to a folder holding a verified timemachine.txt, "
+              "or use your own text (--corpus PATH) or the offline corpus (--corpus pydocs)")
+
+
+def timemachine_path(url: str | None = None, cache: Path | None = None) -> Path:
+    """The verified Time Machine file: DEEPRNN_DATA_DIR's copy, else the cache, else a download."""
+    data_dir = os.environ.get("DEEPRNN_DATA_DIR")
+    if data_dir and (Path(data_dir) / TIMEMACHINE_FILE).is_file():
+        path = Path(data_dir) / TIMEMACHINE_FILE
+        if sha1_of(path) != TIMEMACHINE_SHA1:
+            raise CorpusError(f"{path} does not match the book's SHA-1 {TIMEMACHINE_SHA1}: "
+                              f"replace it with the original file, or {HOW_TO_FIX}")
+        return path
+    cached = (cache or cache_dir()) / TIMEMACHINE_FILE
+    if cached.is_file() and sha1_of(cached) == TIMEMACHINE_SHA1:
+        return cached
+    return _download_verified(url or TIMEMACHINE_URL, cached)
+
+
+def _download_verified(url: str, target: Path) -> Path:
+    """Download to a temporary file beside the target and rename it only once its hash is right."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".download-")
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=30) as response:
+            for block in iter(lambda: response.read(1 << 16), b""):
+                out.write(block)
+        digest = sha1_of(Path(tmp))
+        if digest != TIMEMACHINE_SHA1:
+            raise CorpusError(f"the download from {url} has SHA-1 {digest}, not the book's "
+                              f"{TIMEMACHINE_SHA1}: {HOW_TO_FIX}")
+        os.replace(tmp, target)
+        return target
+    except OSError as err:
+        raise CorpusError(f"could not download The Time Machine from {url} ({err}): {HOW_TO_FIX}") from err
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def python_docs_text() -> str:
+    """English prose that every CPython ships: the reference documentation's topics."""
+    from pydoc_data.topics import topics
+    return "\n".join(topics[key] for key in sorted(topics))
+
+
+@dataclass(frozen=True)
+class SourceText:
+    text: str
+    name: str
+    notice: str | None = None  # something the user should see, such as a fallback
+
+
+def read_text_file(path: str | Path) -> tuple[str, str | None]:
+    """A user's text file as str; invalid UTF-8 is replaced and counted in the notice."""
+    path = Path(path)
+    if not path.is_file():
+        raise CorpusError(f"no such text file: {path}")
+    size = path.stat().st_size
+    if size > MAX_TEXT_BYTES:
+        raise CorpusError(f"{path} is {size / 2**20:.0f} MB; the limit is {MAX_TEXT_BYTES // 2**20} MB")
+    return decode_text(path.read_bytes(), path.name)
+
+
+def decode_text(data: bytes, name: str = "the text") -> tuple[str, str | None]:
+    """Bytes to text: refuses binary data, replaces invalid UTF-8 and says how much."""
+    if b"\x00" in data:
+        raise CorpusError(f"{name} looks binary (it holds NUL bytes); give a plain-text file")
+    text = data.decode("utf-8", errors="replace")
+    replaced = text.count("\ufffd") - data.decode("utf-8", errors="ignore").count("\ufffd")
+    notice = f"{name}: {replaced} invalid UTF-8 byte sequences were replaced" if replaced else None
+    return text, notice
+
+
+def load_source(corpus: str, text: str | None = None) -> SourceText:
+    """Resolve the corpus name of a config to its text."""
+    if corpus == "timemachine":
+        try:
+            return SourceText(timemachine_path().read_text(encoding="utf-8"), "The Time Machine")
+        except CorpusError as err:
+            notice = f"The Time Machine could not be had ({err}); using the offline Python-docs corpus instead."
+            return SourceText(python_docs_text(), "Python docs", notice)
+    if corpus == "pydocs":
+        return SourceText(python_docs_text(), "Python docs")
+    if corpus == "text":
+        return SourceText(text or "", "your text")
+    content, notice = read_text_file(corpus)
+    return SourceText(content, Path(corpus).name, notice)
+
+
+def preprocess_lines(text: str, mode: str) -> list[str]:
+    """The book's cleaning (letters only, lower case, per line) or the raw text as one line."""
+    if mode == "raw":
+        return [text]
+    return [re.sub("[^A-Za-z]+", " ", line).strip().lower() for line in text.splitlines()]
+
+
+def tokenize(lines: list[str], tokens: str) -> list[str]:
+    """Character tokens join the lines without a separator, as the book does."""
+    if tokens == "char":
+        return [ch for line in lines for ch in line]
+    return [word for line in lines for word in line.split()]
+
+
+class Vocab:
+    """Tokens by falling frequency (ties in order of first appearance) after <unk> at index 0."""
+
+    def __init__(self, tokens: list[str] | None = None, min_freq: int = 1, max_size: int = 0,
+                 idx_to_token: list[str] | None = None):
+        if idx_to_token is None:
+            counts = collections.Counter(tokens or [])
+            ordered = sorted(counts.items(), key=lambda kv: kv[1], reverse=True)
+            kept = [tok for tok, n in ordered if n >= min_freq and tok != UNK]
+            idx_to_token = [UNK] + (kept[:max_size - 1] if max_size else kept)
+        self.idx_to_token = list(idx_to_token)
+        self.token_to_idx = {tok: i for i, tok in enumerate(self.idx_to_token)}
+
+    def __len__(self) -> int:
+        return len(self.idx_to_token)
+
+    def __getitem__(self, token: str) -> int:
+        return self.token_to_idx.get(token, 0)
+
+    def encode(self, tokens: list[str]) -> list[int]:
+        return [self.token_to_idx.get(tok, 0) for tok in tokens]
+
+    def decode(self, ids, separator: str = "") -> str:
+        return separator.join(self.idx_to_token[i] for i in ids)
+
+
+@dataclass(frozen=True)
+class Codec:
+    """Text to ids and back, cleaned and tokenised the way the corpus was."""
+
+    vocab: Vocab
+    tokens: str = "char"
+    preprocess: str = "book"
+
+    @property
+    def separator(self) -> str:
+        return "" if self.tokens == "char" else " "
+
+    def encode(self, text: str) -> list[int]:
+        return self.vocab.encode(tokenize(preprocess_lines(text, self.preprocess), self.tokens))
+
+    def decode(self, ids) -> str:
+        return self.vocab.decode(ids, self.separator)
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """Token ids split into a training head and a held-out tail."""
+
+    train: list[int]
+    val: list[int]
+    codec: Codec
+    name: str
+    notices: tuple[str, ...] = ()
+
+    @property
+    def vocab(self) -> Vocab:
+        return self.codec.vocab
+
+
+def build_corpus(config) -> Corpus:
+    """The corpus a RunConfig names, cleaned, tokenised, truncated and split."""
+    source = load_source(config.corpus, config.text)
+    return corpus_from_text(source.text, config, source.name, source.notice)
+
+
+def corpus_from_text(text: str, config, name: str = "text", notice: str | None = None) -> Corpus:
+    if not text.strip():
+        raise CorpusError(f"{name} is empty: give a text with some words in it")
+    tokens = tokenize(preprocess_lines(text, config.preprocess), config.tokens)
+    if not tokens:
+        raise CorpusError(f"{name} has no letters left after the book's cleaning; try preprocess 'raw'")
+    notices = [notice] if notice else []
+    vocab = Vocab(tokens, config.min_freq, config.max_vocab)
+    if config.max_vocab and len(set(tokens)) + 1 > config.max_vocab:
+        notices.append(f"vocabulary capped at the {config.max_vocab} most frequent tokens; "
+                       f"the rest map to {UNK}")
+    ids = vocab.encode(tokens)
+    if config.max_tokens > 0:
+        ids = ids[:config.max_tokens]
+    n_val = int(len(ids) * config.val_fraction)
+    train, val = ids[:len(ids) - n_val], ids[len(ids) - n_val:]
+    return Corpus(train, val, Codec(vocab, config.tokens, config.preprocess), name, tuple(notices))

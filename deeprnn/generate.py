@@ -1,0 +1,48 @@
+"""Continue a prefix from any model state: greedy, or sampled with temperature and top-k."""
+from __future__ import annotations
+
+import torch
+
+from .corpus import Codec
+
+
+@torch.no_grad()
+def continue_ids(model, prefix_ids: list[int], length: int, temperature: float = 0.0,
+                 top_k: int = 0, generator: torch.Generator | None = None) -> list[int]:
+    """Token ids after the prefix. temperature 0 is greedy (the book's predict)."""
+    was_training = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        logits, state = model(torch.tensor([prefix_ids or [0]], device=device))
+        out = []
+        for _ in range(length):
+            token = _choose(logits[-1, 0], temperature, top_k, generator)
+            out.append(token)
+            logits, state = model(torch.tensor([[token]], device=device), state)
+        return out
+    finally:
+        model.train(was_training)
+
+
+def _choose(logits: torch.Tensor, temperature: float, top_k: int, generator) -> int:
+    if temperature <= 0:
+        return int(logits.argmax())
+    logits = logits.float() / temperature
+    if 0 < top_k < logits.numel():
+        cutoff = torch.topk(logits, top_k).values[-1]
+        logits = logits.masked_fill(logits < cutoff, float("-inf"))
+    probs = torch.softmax(logits, dim=-1).cpu()
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def continue_text(model, codec: Codec, prefix: str, length: int = 50, temperature: float = 0.0,
+                  top_k: int = 0, seed: int | None = None) -> str:
+    """The prefix as the model reads it (cleaned like the corpus) followed by its continuation.
+
+    Tokens outside the vocabulary read as <unk>, so any prefix works.
+    """
+    prefix_ids = codec.encode(prefix)
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    ids = continue_ids(model, prefix_ids, length, temperature, top_k, generator)
+    return codec.decode(prefix_ids + ids)

@@ -1,0 +1,273 @@
+"""Trainer: one step, evaluation, report points and checkpoints for a StackedRNN."""
+from __future__ import annotations
+
+import copy
+import math
+import random
+import time
+
+import torch
+from torch.nn import functional as F
+
+from .batches import ITERATORS, check_length, eval_chunks
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .config import ConfigError, RunConfig
+from .corpus import Codec, Corpus, Vocab, build_corpus
+from .history import BoundedHistory
+from .model import StackedRNN, count_parameters, detach_state
+
+# Fields that shape the model or its data: a checkpoint resumes only with the same values.
+ARCHITECTURE_FIELDS = ("corpus", "tokens", "preprocess", "min_freq", "max_vocab", "cell", "layers",
+                       "hidden", "embedding")
+
+
+# A loss this many times that of uniform guessing is as hopeless as NaN: tanh units saturate and
+# the loss can stay finite while the run is lost.
+DIVERGED_LOSS_FACTOR = 10
+
+
+class Diverged(RuntimeError):
+    def __init__(self, step: int):
+        super().__init__(f"diverged at step {step}: the loss became NaN, infinite or exploded; "
+                         f"the last good weights are kept; lowered learning rate suggested")
+        self.step = step
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` picks CUDA, then Apple's MPS, then the CPU."""
+    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
+    if name == "auto":
+        return torch.device("cuda" if cuda else "mps" if mps else "cpu")
+    if (name == "cuda" and not cuda) or (name == "mps" and not mps):
+        raise ConfigError("device", f"is {name}, but no {name.upper()} device is available here")
+    return torch.device(name)
+
+
+def device_label(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return device.type
+
+
+def make_optimizer(config: RunConfig, params) -> torch.optim.Optimizer:
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _clone_state(module_or_optimizer) -> dict:
+    return copy.deepcopy(module_or_optimizer.state_dict())
+
+
+class Trainer:
+    """Owns a model, its optimizer and its metric history; `steps()` drives training.
+
+    Losses and gradient norms stay on the device and are read once per report point, so a
+    step never waits for the host.
+    """
+
+    def __init__(self, config: RunConfig, corpus: Corpus | None = None):
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.corpus = corpus or build_corpus(config)
+        check_length(len(self.corpus.train), config.batch, config.steps)
+        torch.manual_seed(config.seed)
+        self.model = StackedRNN(len(self.corpus.vocab), config.cell, config.layers, config.hidden,
+                                config.embedding, config.dropout).to(self.device)
+        self.optimizer = make_optimizer(config, self.model.parameters())
+        self.train_ids = torch.tensor(self.corpus.train, device=self.device)
+        self.val_ids = torch.tensor(self.corpus.val, device=self.device) if len(self.corpus.val) > 1 else None
+        self.step = self.epoch = self.tokens = 0
+        self.train_seconds = 0.0
+        self.metrics, self.evals, self.events = BoundedHistory(), BoundedHistory(), []
+        self.best: dict | None = None  # {"val_ppl", "step", "tokens", "weights"}
+        self._pending_losses: list[torch.Tensor] = []
+        self._pending_norms: list[torch.Tensor] = []
+        self._last_report = (0, 0.0)  # tokens and train seconds at the previous report
+        self._good = (_clone_state(self.model), _clone_state(self.optimizer))
+
+    @property
+    def codec(self) -> Codec:
+        return self.corpus.codec
+
+    @property
+    def parameter_count(self) -> int:
+        return count_parameters(self.model)
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def set_lr(self, lr: float) -> None:
+        """Takes effect at the next step; recorded as an event at that step."""
+        self.config = self.config.replace(lr=lr)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.events.append({"step": self.step, "kind": "lr", "value": lr})
+
+    def set_clip(self, clip: float) -> None:
+        self.config = self.config.replace(clip=clip)
+        self.events.append({"step": self.step, "kind": "clip", "value": clip})
+
+    def steps(self):
+        """Train until the epoch budget is spent, yielding after every minibatch.
+
+        Yields a report dict at report points (every `report_every` minibatches and at the end of
+        each epoch, with the held-out perplexity there), otherwise None. Raises Diverged.
+        """
+        cfg = self.config
+        while self.epoch < cfg.epochs:
+            rng = random.Random(cfg.seed + self.epoch)
+            state = None
+            for x, y in ITERATORS[cfg.iterator](self.train_ids, cfg.batch, cfg.steps, rng):
+                started = time.perf_counter()
+                state = self._train_step(x, y, state)
+                due = cfg.report_every and self.step % cfg.report_every == 0
+                report = self._report() if due else None
+                self.train_seconds += time.perf_counter() - started
+                yield report
+            self.epoch += 1
+            yield self._end_of_epoch()
+
+    def _train_step(self, x, y, state):
+        if state is None or self.config.iterator == "random":
+            state = self.model.begin_state(x.shape[0], self.device)
+        else:
+            state = detach_state(state)
+        logits, state = self.model(x, state)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.T.reshape(-1))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        clip = self.config.clip if self.config.clip > 0 else float("inf")
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip, foreach=True)
+        self.optimizer.step()
+        self._pending_losses.append(loss.detach())
+        self._pending_norms.append(norm.detach())
+        self.step += 1
+        self.tokens += y.numel()
+        return state
+
+    def _end_of_epoch(self) -> dict:
+        started = time.perf_counter()
+        report = self._report() if self._pending_losses else {"step": self.step, "epoch": self.epoch}
+        self.train_seconds += time.perf_counter() - started
+        val_ppl = self.evaluate()
+        if val_ppl is not None:
+            record = {"step": self.step, "epoch": self.epoch, "tokens": self.tokens,
+                      "seconds": self.train_seconds, "val_loss": math.log(val_ppl), "val_ppl": val_ppl}
+            self.evals.append(record)
+            self._keep_if_best(val_ppl)
+        return {**report, "val_ppl": val_ppl, "end_of_epoch": True}
+
+    def _report(self) -> dict:
+        """Read the pending device values (the only host sync), check them, record a point."""
+        losses = torch.stack(self._pending_losses).float().cpu()
+        norms = torch.stack(self._pending_norms).float().cpu()
+        first_step = self.step - len(losses) + 1
+        self._pending_losses, self._pending_norms = [], []
+        ceiling = DIVERGED_LOSS_FACTOR * math.log(max(len(self.corpus.vocab), 2))
+        bad = ~torch.isfinite(losses) | ~torch.isfinite(norms) | (losses > ceiling)
+        if bad.any():
+            self._restore_good()
+            raise Diverged(first_step + int(bad.nonzero()[0]))
+        tokens, seconds = self._last_report
+        loss = float(losses.mean())
+        record = {"step": self.step, "epoch": self.epoch, "tokens": self.tokens,
+                  "seconds": self.train_seconds, "loss": loss, "ppl": math.exp(loss), "lr": self.lr,
+                  "grad_norm": float(norms.mean()),
+                  "clipped": float((norms > self.config.clip).float().mean()) if self.config.clip > 0 else 0.0,
+                  "tokens_per_s": (self.tokens - tokens) / max(self.train_seconds - seconds, 1e-9)}
+        self.metrics.append(record)
+        self._last_report = (self.tokens, self.train_seconds)
+        self._good = (_clone_state(self.model), _clone_state(self.optimizer))
+        return record
+
+    def _restore_good(self) -> None:
+        self.model.load_state_dict(self._good[0])
+        self.optimizer.load_state_dict(self._good[1])
+        self.events.append({"step": self.step, "kind": "diverged", "value": self.lr})
+
+    def _keep_if_best(self, val_ppl: float) -> None:
+        if self.best is None or val_ppl < self.best["val_ppl"]:
+            weights = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+            self.best = {"val_ppl": val_ppl, "step": self.step, "tokens": self.tokens, "weights": weights}
+
+    @torch.no_grad()
+    def evaluate(self) -> float | None:
+        """Perplexity over the whole held-out tail, state carried left to right; None without one."""
+        if self.val_ids is None:
+            return None
+        was_training = self.model.training
+        self.model.eval()
+        total, count, state = 0.0, 0, None
+        for x, y in eval_chunks(self.val_ids, self.config.batch, self.config.steps):
+            logits, state = self.model(x, state)
+            total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.T.reshape(-1), reduction="sum")
+            count += y.numel()
+        self.model.train(was_training)
+        return math.exp(float(total) / count)
+
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.train_seconds if self.train_seconds else 0.0
+
+    def perplexity(self) -> float | None:
+        last = self.metrics.last()
+        return last["ppl"] if last else None
+
+    # --- checkpoints -------------------------------------------------------------------------
+    def checkpoint(self) -> dict:
+        best = None if self.best is None else {k: v for k, v in self.best.items()}
+        return {"config": self.config.to_dict(), "vocab": self.corpus.vocab.idx_to_token,
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "counters": {"step": self.step, "epoch": self.epoch, "tokens": self.tokens,
+                             "train_seconds": self.train_seconds},
+                "metrics": list(self.metrics.records()), "evals": list(self.evals.records()),
+                "events": list(self.events), "best": best}
+
+    def save(self, path) -> None:
+        save_checkpoint(self.checkpoint(), path)
+
+    @classmethod
+    def resume(cls, path, **overrides) -> "Trainer":
+        """Continue a saved run; `overrides` may change anything but the architecture."""
+        payload = load_checkpoint(path)
+        saved = RunConfig.from_dict(payload["config"])
+        config = saved.replace(**overrides)
+        changed = [f for f in ARCHITECTURE_FIELDS if getattr(config, f) != getattr(saved, f)]
+        if changed:
+            raise CheckpointError(f"cannot resume with a different {changed[0]} "
+                                  f"({getattr(saved, changed[0])!r} in the checkpoint)")
+        trainer = cls(config)
+        if trainer.corpus.vocab.idx_to_token != payload["vocab"]:
+            raise CheckpointError("the corpus gives a different vocabulary from the checkpoint's")
+        trainer.load_state(payload)
+        return trainer
+
+    def load_state(self, payload: dict) -> None:
+        self.model.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        for group in self.optimizer.param_groups:  # explicit overrides win over the saved values
+            group["lr"] = self.config.lr
+        counters = payload["counters"]
+        self.step, self.epoch, self.tokens = counters["step"], counters["epoch"], counters["tokens"]
+        self.train_seconds = counters["train_seconds"]
+        self._last_report = (self.tokens, self.train_seconds)
+        self.metrics = BoundedHistory(records=payload["metrics"])
+        self.evals = BoundedHistory(records=payload["evals"])
+        self.events = list(payload["events"])
+        self.best = payload.get("best")
+        self._good = (_clone_state(self.model), _clone_state(self.optimizer))
+
+
+def model_from_checkpoint(path) -> tuple[StackedRNN, Codec, RunConfig]:
+    """A model ready to generate from, on the CPU, with the codec its vocabulary needs."""
+    payload = load_checkpoint(path)
+    config = RunConfig.from_dict(payload["config"])
+    vocab = Vocab(idx_to_token=payload["vocab"])
+    model = StackedRNN(len(vocab), config.cell, config.layers, config.hidden, config.embedding,
+                       config.dropout)
+    try:
+        model.load_state_dict(payload["model"])
+    except RuntimeError as err:
+        raise CheckpointError(f"{path}: the weights do not fit the saved configuration") from err
+    return model.eval(), Codec(vocab, config.tokens, config.preprocess), config

@@ -1,0 +1,68 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from deeprnn.cli import main
+
+TINY = ["--max-tokens", "3000", "--hidden", "16", "--embedding", "8", "--batch", "4", "--steps", "8",
+        "--epochs", "1", "--device", "cpu"]
+
+
+def test_train_json_save_and_generate(tmp_path, capsys):
+    ckpt = tmp_path / "run.pt"
+    assert main(["train", *TINY, "--save", str(ckpt), "--json"]) == 0
+    out = capsys.readouterr()
+    lines = out.out.strip().splitlines()
+    result = json.loads(lines[-1])
+    for key in ("perplexity", "val_perplexity", "tokens_per_s", "train_tokens", "seconds", "device", "epochs", "sample"):
+        assert key in result
+    assert lines[0].startswith("perplexity ") and "tokens/sec on cpu" in lines[0]
+    assert result["sample"].startswith("time traveller") and result["epochs"] == 1
+    assert "epoch 1/1" in out.err
+    assert main(["generate", "--checkpoint", str(ckpt), "--prefix", "the", "--length", "5"]) == 0
+    assert len(capsys.readouterr().out.rstrip("\n")) == 8
+
+
+def test_preset_d2l_and_explicit_override(capsys):
+    assert main(["train", "--preset", "d2l", "--epochs", "1", "--hidden", "8", "--json"]) == 0
+    config = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["config"]
+    assert config["hidden"] == 8 and config["layers"] == 2 and config["lr"] == 2.0
+    assert config["max_tokens"] == 10000 and config["val_fraction"] == 0.0 and config["embedding"] == 0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--layers", "9"], "error: layers must be >= 1 and <= 8 (got 9)"),
+    (["train", "--lr", "-1"], "error: lr must be > 0.0 and <= 100.0 (got -1.0)"),
+    (["train", "--dropout", "1"], "error: dropout must be >= 0.0 and < 1.0"),
+    (["train", "--layers", "two"], "error: argument --layers: invalid int value"),
+    (["train", "--cell", "transformer"], "error: argument --cell: invalid choice"),
+    (["train", "--corpus", "/no/such/file.txt"], "error: no such text file"),
+    (["train", "--batch", "64", "--steps", "64", "--max-tokens", "100"], "error: the training text has 90 tokens"),
+    (["train", "--device", "cuda"] if not __import__("torch").cuda.is_available() else ["train", "--epochs", "0"],
+     "error: "),
+    (["train", "--resume", "/no/such.pt"], "error: no checkpoint file"),
+    (["generate", "--checkpoint", "/no/such.pt"], "error: no checkpoint file"),
+    (["fly"], "error: argument command: invalid choice"),
+])
+def test_bad_input_is_one_error_line_and_status_2(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(message), err
+
+
+def test_empty_file_is_refused(tmp_path, capsys):
+    (tmp_path / "empty.txt").write_text("")
+    assert main(["train", "--corpus", str(tmp_path / "empty.txt")]) == 2
+    assert "empty" in capsys.readouterr().err
+
+
+def test_divergence_exits_3_and_saves_good_weights(tmp_path):
+    ckpt = tmp_path / "d.pt"
+    proc = subprocess.run([sys.executable, "-m", "deeprnn", "train", *TINY, "--optimizer", "sgd", "--lr", "100",
+                           "--clip", "0", "--cell", "rnn", "--epochs", "30", "--save", str(ckpt)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: diverged at step")
+    assert "Traceback" not in proc.stderr and ckpt.exists()

@@ -1,0 +1,45 @@
+import pytest
+import torch
+from torch import nn
+
+from deeprnn.model import CELLS, StackedRNN
+
+
+def copy_into_stack(reference: nn.Module, model: StackedRNN) -> None:
+    """Layer k of PyTorch's multi-layer module becomes the stack's k-th single-layer module."""
+    for k, layer in enumerate(model.layers):
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            getattr(layer, f"{name}_l0").data.copy_(getattr(reference, f"{name}_l{k}"))
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+@pytest.mark.parametrize("layers", [1, 3])
+def test_stack_equals_pytorch_multilayer(cell, layers):
+    torch.manual_seed(0)
+    vocab, hidden = 11, 16
+    model = StackedRNN(vocab, cell, layers, hidden).eval()
+    reference = CELLS[cell](vocab, hidden, num_layers=layers).eval()
+    copy_into_stack(reference, model)
+    ids = torch.randint(0, vocab, (3, 7))
+    logits, state, per_layer = model(ids, return_layers=True)
+    expected, expected_state = reference(nn.functional.one_hot(ids.T, vocab).float())
+    assert len(per_layer) == layers and per_layer[0].shape == (7, 3, hidden)
+    assert torch.allclose(per_layer[-1], expected, atol=1e-5)
+    assert torch.allclose(logits, model.head(expected), atol=1e-5)
+    final_h = torch.cat([s[0] if cell == "lstm" else s for s in state])
+    assert torch.allclose(final_h, expected_state[0] if cell == "lstm" else expected_state, atol=1e-5)
+
+
+def test_layer_reads_the_layer_below():
+    torch.manual_seed(0)
+    model = StackedRNN(5, "gru", 2, 8).eval()
+    ids = torch.randint(0, 5, (2, 4))
+    _, _, (h1, h2) = model(ids, return_layers=True)
+    alone, _ = model.layers[1](h1)
+    assert torch.allclose(alone, h2, atol=1e-6)
+
+
+def test_embedding_input_shapes():
+    model = StackedRNN(9, "lstm", 2, 8, embedding=4)
+    logits, state = model(torch.zeros(2, 5, dtype=torch.long))
+    assert logits.shape == (5, 2, 9) and len(state) == 2 and state[0][1].shape == (1, 2, 8)

@@ -1,0 +1,124 @@
+import math
+
+import pytest
+import torch
+
+from deeprnn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from deeprnn.generate import continue_text
+from deeprnn.train import Diverged, Trainer, model_from_checkpoint
+
+
+def run(trainer):
+    return [r for r in trainer.steps() if r]
+
+
+def test_loss_falls_far_below_uniform(small_config):
+    trainer = Trainer(small_config.replace(epochs=6, hidden=64, lr=1e-2))
+    reports = run(trainer)
+    uniform = math.log(len(trainer.corpus.vocab))
+    assert reports[-1]["loss"] < 0.75 * uniform
+    assert trainer.evals.last()["val_ppl"] < math.exp(0.8 * uniform)
+    assert trainer.best["val_ppl"] == min(r["val_ppl"] for r in trainer.evals.records())
+
+
+def test_report_points_and_counters(small_config):
+    trainer = Trainer(small_config.replace(report_every=3))
+    reports = run(trainer)
+    steps_per_epoch = trainer.step // 2
+    assert [r["step"] for r in reports if not r.get("end_of_epoch")] == list(range(3, trainer.step + 1, 3))
+    assert sum(1 for r in reports if r.get("end_of_epoch")) == 2
+    assert trainer.tokens == trainer.step * 8 * 16 and steps_per_epoch > 3
+    assert all(r["tokens_per_s"] > 0 for r in trainer.metrics.records())
+
+
+def test_same_seed_same_result(small_config):
+    first, second = Trainer(small_config), Trainer(small_config)
+    run(first), run(second)
+    assert first.perplexity() == second.perplexity()
+
+
+def test_lr_change_applies_at_next_step(small_config):
+    trainer = Trainer(small_config.replace(optimizer="sgd", lr=0.5, report_every=1))
+    steps = trainer.steps()
+    next(steps), next(steps)
+    trainer.set_lr(0.125)
+    assert trainer.optimizer.param_groups[0]["lr"] == 0.125
+    before = {k: v.clone() for k, v in trainer.model.named_parameters()}
+    report = next(steps)
+    assert report["lr"] == 0.125 and trainer.events[-1] == {"step": 2, "kind": "lr", "value": 0.125}
+    # plain SGD without clipping moved each weight by exactly lr * grad
+    trainer.config = trainer.config.replace(clip=0)
+    snapshot = {k: v.clone() for k, v in trainer.model.named_parameters()}
+    next(steps)
+    for name, p in trainer.model.named_parameters():
+        assert torch.allclose(snapshot[name] - 0.125 * p.grad, p.data, atol=1e-6), name
+    assert before
+
+
+def test_divergence_raises_and_keeps_last_good_weights(small_config):
+    trainer = Trainer(small_config.replace(optimizer="sgd", lr=1.0, report_every=2, clip=0))
+    steps = trainer.steps()
+    next(steps), next(steps)
+    good = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    with torch.no_grad():
+        trainer.model.head.bias.fill_(float("nan"))  # poison the weights: the next loss is NaN
+    with pytest.raises(Diverged, match="diverged at step 3") as err:
+        next(steps), next(steps)
+    assert err.value.step == 3
+    for k, v in trainer.model.state_dict().items():
+        assert torch.equal(v, good[k]), k
+    trainer.set_lr(0.1)
+    assert any(r for r in trainer.steps())  # training resumes from the kept weights
+
+
+def test_checkpoint_round_trip_and_resume(small_config, tmp_path):
+    trainer = Trainer(small_config.replace(epochs=2))
+    run(trainer)
+    path = tmp_path / "run.pt"
+    trainer.save(path)
+    model, codec, config = model_from_checkpoint(path)
+    assert config == trainer.config
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, trainer.model.state_dict()[k])
+    assert continue_text(model, codec, "time traveller", 20) == continue_text(trainer.model, trainer.codec, "time traveller", 20)
+    resumed = Trainer.resume(path, epochs=4)
+    assert resumed.step == trainer.step and len(resumed.metrics) == len(trainer.metrics)
+    run(resumed)
+    assert resumed.epoch == 4 and resumed.step == 2 * trainer.step
+    assert [e["epoch"] for e in resumed.evals.records()] == [1, 2, 3, 4]
+    with pytest.raises(CheckpointError, match="different hidden"):
+        Trainer.resume(path, hidden=64)
+
+
+def test_corrupt_and_foreign_checkpoints_are_refused(tmp_path, small_config):
+    trainer = Trainer(small_config)
+    good = tmp_path / "good.pt"
+    trainer.save(good)
+    data = good.read_bytes()
+    (tmp_path / "truncated.pt").write_bytes(data[: len(data) // 2])
+    (tmp_path / "garbage.pt").write_bytes(b"\x00garbage" * 100)
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
+    torch.save(torch.nn.Linear(2, 2), tmp_path / "pickled_module.pt")
+    for name in ("truncated", "garbage", "foreign", "pickled_module"):
+        with pytest.raises(CheckpointError):
+            load_checkpoint(tmp_path / f"{name}.pt")
+    assert load_checkpoint(good)["counters"]["step"] == 0
+
+
+def test_failed_save_keeps_previous_checkpoint(tmp_path, small_config, monkeypatch):
+    trainer = Trainer(small_config)
+    path = tmp_path / "run.pt"
+    trainer.save(path)
+    before = path.read_bytes()
+    monkeypatch.setattr(torch, "save", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError):
+        save_checkpoint(trainer.checkpoint(), path)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["run.pt"]
+
+
+def test_generation_handles_unknown_characters_and_sampling(small_config):
+    trainer = Trainer(small_config)
+    text = continue_text(trainer.model, trainer.codec, "Zürich 42 ☃", 10, temperature=1.0, top_k=3, seed=1)
+    assert text.startswith("z rich") and len(text) == len("z rich") + 10  # cleaned like the book
+    again = continue_text(trainer.model, trainer.codec, "Zürich 42 ☃", 10, temperature=1.0, top_k=3, seed=1)
+    assert text == again
