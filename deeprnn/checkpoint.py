@@ -1,6 +1,7 @@
 """Checkpoint files: written atomically, read without unpickling arbitrary objects."""
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import tempfile
@@ -25,12 +26,23 @@ def save_checkpoint(payload: dict, path: str | Path) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, "version": VERSION, **payload}, f)
+            _write(payload, f)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def checkpoint_bytes(payload: dict) -> bytes:
+    """The bytes of a checkpoint file, for a download."""
+    buffer = io.BytesIO()
+    _write(payload, buffer)
+    return buffer.getvalue()
+
+
+def _write(payload: dict, f) -> None:
+    torch.save({"format": FORMAT, "version": VERSION, **payload}, f)
 
 
 def load_checkpoint(path: str | Path) -> dict:

@@ -122,10 +122,9 @@ class Trainer:
             for x, y in ITERATORS[cfg.iterator](self.train_ids, cfg.batch, cfg.steps, rng):
                 started = time.perf_counter()
                 state = self._train_step(x, y, state)
-                due = cfg.report_every and self.step % cfg.report_every == 0
-                report = self._report() if due else None
                 self.train_seconds += time.perf_counter() - started
-                yield report
+                due = cfg.report_every and self.step % cfg.report_every == 0
+                yield self.report() if due else None
             self.epoch += 1
             yield self._end_of_epoch()
 
@@ -148,9 +147,7 @@ class Trainer:
         return state
 
     def _end_of_epoch(self) -> dict:
-        started = time.perf_counter()
-        report = self._report() if self._pending_losses else {"step": self.step, "epoch": self.epoch}
-        self.train_seconds += time.perf_counter() - started
+        report = self.report() or {"step": self.step, "epoch": self.epoch}
         val_ppl = self.evaluate()
         if val_ppl is not None:
             record = {"step": self.step, "epoch": self.epoch, "tokens": self.tokens,
@@ -159,8 +156,20 @@ class Trainer:
             self._keep_if_best(val_ppl)
         return {**report, "val_ppl": val_ppl, "end_of_epoch": True}
 
-    def _report(self) -> dict:
-        """Read the pending device values (the only host sync), check them, record a point."""
+    def report(self) -> dict | None:
+        """Record a point from the steps since the last one (None if there were none).
+
+        Reading the pending device values is the only host sync; its time counts as training.
+        """
+        if not self._pending_losses:
+            return None
+        started = time.perf_counter()
+        try:
+            return self._record_point()
+        finally:
+            self.train_seconds += time.perf_counter() - started
+
+    def _record_point(self) -> dict:
         losses = torch.stack(self._pending_losses).float().cpu()
         norms = torch.stack(self._pending_norms).float().cpu()
         first_step = self.step - len(losses) + 1
@@ -206,6 +215,12 @@ class Trainer:
             count += y.numel()
         self.model.train(was_training)
         return math.exp(float(total) / count)
+
+    @property
+    def tokens_per_epoch(self) -> int:
+        """Tokens one epoch trains on (the sequential scheme's offset aside)."""
+        per_row = (len(self.corpus.train) - 1) // self.config.batch
+        return (per_row // self.config.steps) * self.config.steps * self.config.batch
 
     def tokens_per_s(self) -> float:
         return self.tokens / self.train_seconds if self.train_seconds else 0.0

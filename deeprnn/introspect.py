@@ -1,0 +1,89 @@
+"""Look inside a StackedRNN: every layer's states and gates on a probe text, from its own weights.
+
+The textbook cell equations are applied to the model's weights (PyTorch's gate order and bias
+layout), so what is shown is what the network computes: a test checks the recomputed hidden states
+against PyTorch's own.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+# Gate names per cell, in the order PyTorch stacks their weights.
+GATES = {"lstm": ("input", "forget", "candidate", "output"),
+         "gru": ("reset", "update", "candidate"),
+         "rnn": ("preactivation",)}
+
+
+@dataclass(frozen=True)
+class LayerTrace:
+    """One layer over the probe: (T, H) arrays of hidden states, cell states (LSTM) and gates."""
+
+    hidden: torch.Tensor
+    cell: torch.Tensor | None
+    gates: dict
+
+
+@torch.no_grad()
+def trace(model, ids: list[int]) -> list[LayerTrace]:
+    """Run the probe token ids through every layer from a zero state, layer 1 first."""
+    device = next(model.parameters()).device
+    x = model.encode_inputs(torch.tensor([ids], device=device))[:, 0]  # (T, E)
+    traces = []
+    for layer in model.layers:
+        step = {"lstm": _lstm_layer, "gru": _gru_layer, "rnn": _rnn_layer}[model.cell]
+        layer_trace = step(layer, x)
+        traces.append(layer_trace)
+        x = layer_trace.hidden  # layer l reads layer l-1's hidden states (no dropout when probing)
+    return traces
+
+
+def _weights(layer):
+    return layer.weight_ih_l0, layer.weight_hh_l0, layer.bias_ih_l0, layer.bias_hh_l0
+
+
+def _lstm_layer(layer, x) -> LayerTrace:
+    w_ih, w_hh, b_ih, b_hh = _weights(layer)
+    projected = x @ w_ih.T + b_ih + b_hh  # input projections of all time steps at once
+    h = c = torch.zeros(layer.hidden_size, device=x.device)
+    out = {name: [] for name in ("hidden", "cell", *GATES["lstm"])}
+    for t in range(x.shape[0]):
+        i, f, g, o = (projected[t] + w_hh @ h).chunk(4)
+        i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
+        c = f * c + i * g
+        h = o * torch.tanh(c)
+        for name, value in zip(out, (h, c, i, f, g, o)):
+            out[name].append(value)
+    stacked = {name: torch.stack(values) for name, values in out.items()}
+    return LayerTrace(stacked.pop("hidden"), stacked.pop("cell"), stacked)
+
+
+def _gru_layer(layer, x) -> LayerTrace:
+    w_ih, w_hh, b_ih, b_hh = _weights(layer)
+    projected = x @ w_ih.T + b_ih
+    h = torch.zeros(layer.hidden_size, device=x.device)
+    out = {name: [] for name in ("hidden", *GATES["gru"])}
+    for t in range(x.shape[0]):
+        r_x, z_x, n_x = projected[t].chunk(3)
+        r_h, z_h, n_h = (w_hh @ h + b_hh).chunk(3)
+        r, z = torch.sigmoid(r_x + r_h), torch.sigmoid(z_x + z_h)
+        n = torch.tanh(n_x + r * n_h)
+        h = (1 - z) * n + z * h
+        for name, value in zip(out, (h, r, z, n)):
+            out[name].append(value)
+    stacked = {name: torch.stack(values) for name, values in out.items()}
+    return LayerTrace(stacked.pop("hidden"), None, stacked)
+
+
+def _rnn_layer(layer, x) -> LayerTrace:
+    w_ih, w_hh, b_ih, b_hh = _weights(layer)
+    projected = x @ w_ih.T + b_ih + b_hh
+    h = torch.zeros(layer.hidden_size, device=x.device)
+    hidden, pre = [], []
+    for t in range(x.shape[0]):
+        a = projected[t] + w_hh @ h
+        h = torch.tanh(a)
+        hidden.append(h)
+        pre.append(a)
+    return LayerTrace(torch.stack(hidden), None, {"preactivation": torch.stack(pre)})

@@ -1,0 +1,493 @@
+"""TrainingSession: a worker thread per run, steered by commands, watched through Snapshots.
+
+The caller (the page's script thread, the CLI, a test) never trains and never waits for a step:
+commands go into the run's queue and are applied between minibatches; the worker publishes an
+immutable Snapshot by swapping one reference, so readers need no lock.
+"""
+from __future__ import annotations
+
+import collections
+import copy
+import itertools
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .checkpoint import checkpoint_bytes
+from .config import RunConfig
+from .generate import continue_text
+from .introspect import trace
+from .train import Diverged, Trainer, device_label
+
+DEFAULT_PROBE = "the time traveller for so it will be convenient to speak of him was expounding"
+DEFAULT_PREFIX = "time traveller"
+STOP_TIMEOUT_S = 2.0
+MAX_WORKERS = int(os.environ.get("DEEPRNN_MAX_WORKERS", "4"))
+
+
+class SessionError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Probe:
+    """Every layer's states over the probe text, as taken at `step`."""
+
+    step: int
+    tokens: tuple[str, ...]
+    hidden: tuple[np.ndarray, ...]  # per layer (T, H), layer 1 first
+    cell: tuple[np.ndarray, ...] | None  # LSTM cell states, same shapes
+    gates: tuple[dict, ...]  # per layer {gate name: (T, H)}
+
+
+@dataclass(frozen=True)
+class Samples:
+    step: int
+    prefix: str
+    temperature: float
+    greedy: str
+    sampled: str
+    from_best: bool = False
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything the page draws for one run, as of one moment. Never mutated."""
+
+    run_id: int
+    name: str
+    config: RunConfig | None
+    status: str  # idle | starting | running | paused | finished | stopped | failed
+    message: str | None = None
+    epoch: int = 0
+    step: int = 0
+    tokens: int = 0
+    tokens_per_s: float = 0.0
+    elapsed: float = 0.0
+    eta: float | None = None
+    device: str = ""
+    parameters: int = 0
+    metrics: tuple = ()
+    evals: tuple = ()
+    events: tuple = ()
+    best: dict | None = None  # {"val_ppl", "step", "tokens"} of the kept best weights
+    probe: Probe | None = None
+    samples: Samples | None = None
+    notices: tuple = ()
+    view_seconds: float = 0.0  # time spent on probes and samples, for the cost of the views
+    train_seconds: float = 0.0
+
+    @property
+    def active(self) -> bool:
+        return self.status in ("starting", "running", "paused")
+
+    @property
+    def best_val_ppl(self) -> float | None:
+        return self.best["val_ppl"] if self.best else None
+
+
+IDLE = Snapshot(run_id=0, name="no run yet", config=None, status="idle")
+
+
+def run_name(config: RunConfig) -> str:
+    return f"{config.cell.upper()} x{config.layers} h{config.hidden} lr{config.lr:g}"
+
+
+@dataclass
+class ViewSettings:
+    """What the views show; changed by commands, read by the worker."""
+
+    probe_text: str = DEFAULT_PROBE
+    prefix: str = DEFAULT_PREFIX
+    temperature: float = 0.8
+    length: int = 100
+    use_best: bool = False
+
+
+class _Run:
+    """A run's mutable parts. Only its worker thread touches `trainer` while the thread lives."""
+
+    def __init__(self, run_id: int, config: RunConfig, views: ViewSettings):
+        self.id, self.config = run_id, config
+        self.commands: queue.Queue = queue.Queue()
+        self.views = ViewSettings(**vars(views))
+        self.snapshot = Snapshot(run_id, run_name(config), config, "starting")
+        self.trainer: Trainer | None = None
+        self.thread: threading.Thread | None = None
+        self.lock = threading.Lock()  # guards the trainer once the worker has ended
+
+
+_worker_slots = threading.BoundedSemaphore(MAX_WORKERS)
+
+
+class TrainingSession:
+    """One user's runs: at most one active at a time, the last `max_runs` kept for comparison."""
+
+    def __init__(self, max_runs: int = 12, view_every_s: float = 2.0, report_every_s: float = 0.5):
+        self.max_runs, self.view_every_s, self.report_every_s = max_runs, view_every_s, report_every_s
+        self._runs: collections.OrderedDict[int, _Run] = collections.OrderedDict()
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()  # guards _runs and _active_id, held only briefly
+        self._control = threading.RLock()  # serialises start and stop: one active run at most
+        self._active_id: int | None = None
+        self.views = ViewSettings()
+
+    # --- commands ------------------------------------------------------------------------------
+    def start(self, config: RunConfig) -> int:
+        """Begin a run; an active one is stopped first and kept in the history."""
+        with self._control:
+            self._stop_active(STOP_TIMEOUT_S)
+            if not _worker_slots.acquire(blocking=False):
+                raise SessionError(f"too many runs on this server (at most {MAX_WORKERS} train at once); "
+                                   "stop a run in another tab or try again shortly")
+            run = _Run(next(self._ids), config, self.views)
+            run.thread = threading.Thread(target=self._work, args=(run,), name=f"deeprnn-run-{run.id}",
+                                          daemon=True)
+            run.thread.start()
+            with self._lock:
+                self._runs[run.id] = run
+                self._active_id = run.id
+                self._forget_old_runs()
+            return run.id
+
+    def pause(self):
+        self._send("pause")
+
+    def resume(self):
+        self._send("resume")
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
+        """End the active run; returns once its worker has ended, or after `timeout` seconds."""
+        with self._control:
+            self._stop_active(timeout)
+
+    def _stop_active(self, timeout: float) -> None:
+        with self._lock:
+            run = self._runs.get(self._active_id)
+            self._active_id = None
+        if run is not None:
+            run.commands.put(("stop", None))
+            run.thread.join(timeout)
+
+    def set_lr(self, lr: float):
+        RunConfig(lr=lr)  # validates: the same message as anywhere else
+        self._send("lr", lr)
+
+    def set_clip(self, clip: float):
+        RunConfig(clip=clip)
+        self._send("clip", clip)
+
+    def set_views(self, **changes):
+        """Probe text, sample prefix, temperature, length or use_best; the views refresh soon."""
+        for key, value in changes.items():
+            if not hasattr(self.views, key):
+                raise SessionError(f"unknown view setting {key}")
+            setattr(self.views, key, value)
+        self._send("views", dict(changes))
+        with self._lock:
+            finished = [r for r in self._runs.values() if r.thread is not None and not r.thread.is_alive()]
+        for run in finished[-1:]:  # the latest ended run has no worker: refresh it here
+            self._refresh_ended(run, changes)
+
+    def delete_run(self, run_id: int) -> None:
+        with self._lock:
+            run = self._runs.get(run_id)
+        if run is None:
+            return
+        if run_id == self._active_id:
+            self.stop()
+        with self._lock:
+            self._runs.pop(run_id, None)
+
+    def clear_runs(self) -> None:
+        self.stop()
+        with self._lock:
+            self._runs.clear()
+
+    def close(self) -> None:
+        """Stop every worker (the page calls this when its tab goes away)."""
+        self.stop()
+        with self._lock:
+            runs = list(self._runs.values())
+        for run in runs:
+            if run.thread is not None and run.thread.is_alive():
+                run.commands.put(("stop", None))
+                run.thread.join(STOP_TIMEOUT_S)
+
+    # --- reading ---------------------------------------------------------------------------------
+    def snapshot(self) -> Snapshot:
+        """The active run's latest snapshot, else the newest run's, else IDLE."""
+        with self._lock:
+            run = self._runs.get(self._active_id) or (next(reversed(self._runs.values())) if self._runs else None)
+        return run.snapshot if run else IDLE
+
+    def runs(self) -> list[Snapshot]:
+        with self._lock:
+            return [run.snapshot for run in self._runs.values()]
+
+    def run_snapshot(self, run_id: int) -> Snapshot | None:
+        with self._lock:
+            run = self._runs.get(run_id)
+        return run.snapshot if run else None
+
+    def export_csv(self, run_id: int) -> str:
+        return metrics_frame(self.run_snapshot(run_id)).to_csv(index=False)
+
+    def export_checkpoint(self, run_id: int, best: bool = False) -> bytes:
+        """A checkpoint file's bytes (the CLI can resume and generate from it)."""
+        with self._lock:
+            run = self._runs.get(run_id)
+        if run is None:
+            raise SessionError(f"no run {run_id}")
+        reply: queue.Queue = queue.Queue()
+        if run.thread is not None and run.thread.is_alive():
+            run.commands.put(("checkpoint", (best, reply)))
+            try:
+                payload = reply.get(timeout=30)
+            except queue.Empty:
+                raise SessionError("the run did not answer; try again") from None
+        else:
+            with run.lock:
+                payload = _checkpoint_payload(run.trainer, best) if run.trainer else None
+        if payload is None:
+            raise SessionError("this run has no weights to export yet")
+        return checkpoint_bytes(payload)
+
+    # --- internals -------------------------------------------------------------------------------
+    def _send(self, command: str, value=None) -> None:
+        with self._lock:
+            run = self._runs.get(self._active_id)
+        if run is not None:
+            run.commands.put((command, value))
+
+    def _forget_old_runs(self) -> None:
+        while len(self._runs) > self.max_runs:
+            oldest = next(iter(self._runs))
+            if oldest == self._active_id:
+                break
+            del self._runs[oldest]
+
+    def _work(self, run: _Run) -> None:
+        try:
+            _Worker(run, self.view_every_s, self.report_every_s).loop()
+        finally:
+            _worker_slots.release()
+
+    def _refresh_ended(self, run: _Run, changes: dict) -> None:
+        with run.lock:
+            if run.trainer is None:
+                return
+            for key, value in changes.items():
+                setattr(run.views, key, value)
+            started = time.perf_counter()
+            probe, samples = compute_views(run.trainer, run.views)
+            old = run.snapshot
+            run.snapshot = _replace(old, probe=probe, samples=samples,
+                                    view_seconds=old.view_seconds + time.perf_counter() - started)
+
+
+def _replace(snapshot: Snapshot, **changes) -> Snapshot:
+    return Snapshot(**{**snapshot.__dict__, **changes})
+
+
+def _checkpoint_payload(trainer: Trainer, best: bool) -> dict | None:
+    payload = trainer.checkpoint()
+    if best:
+        if trainer.best is None:
+            return None
+        payload["model"] = trainer.best["weights"]
+    return payload
+
+
+@torch.no_grad()
+def compute_views(trainer: Trainer, views: ViewSettings) -> tuple[Probe, Samples]:
+    """The probe (states and gates per layer) and fresh samples, from current or best weights."""
+    model = trainer.model
+    if views.use_best and trainer.best is not None:
+        model = _model_with(trainer, trainer.best["weights"])
+    ids = trainer.codec.encode(views.probe_text) or [0]
+    traces = trace(model, ids)
+    tokens = tuple(trainer.codec.vocab.idx_to_token[i] for i in ids)
+    probe = Probe(trainer.step, tokens,
+                  tuple(t.hidden.cpu().numpy() for t in traces),
+                  tuple(t.cell.cpu().numpy() for t in traces) if traces[0].cell is not None else None,
+                  tuple({k: v.cpu().numpy() for k, v in t.gates.items()} for t in traces))
+    greedy = continue_text(model, trainer.codec, views.prefix, views.length)
+    sampled = continue_text(model, trainer.codec, views.prefix, views.length, views.temperature,
+                            seed=trainer.step) if views.temperature > 0 else greedy
+    samples = Samples(trainer.step, views.prefix, views.temperature, greedy, sampled,
+                      views.use_best and trainer.best is not None)
+    return probe, samples
+
+
+def _model_with(trainer: Trainer, weights: dict):
+    model = copy.deepcopy(trainer.model)
+    model.load_state_dict(weights)
+    return model
+
+
+class _Worker:
+    """The loop of one run's thread: apply commands, train a step, publish, refresh views."""
+
+    def __init__(self, run: _Run, view_every_s: float, report_every_s: float):
+        self.run, self.view_every_s, self.report_every_s = run, view_every_s, report_every_s
+        self.paused = self.stopped = False
+        self.message: str | None = None
+        self.status = "starting"
+        self.trainer: Trainer | None = None
+        self.started = time.perf_counter()
+        self.paused_seconds, self.paused_at = 0.0, None
+        self.probe = self.samples = None
+        self.view_seconds = 0.0
+        self.last_report = self.last_views = 0.0
+
+    def loop(self) -> None:
+        try:
+            self.trainer = Trainer(self.run.config)
+            self.run.trainer = self.trainer
+            self.status = "running"
+            self.refresh_views()
+            self.publish()
+            self.train()
+        except Exception as err:  # any failure ends the run visibly, never silently
+            self.status, self.message = "failed", _describe(err)
+            self.publish()
+        finally:
+            self.run.commands = _ClosedQueue()
+
+    def train(self) -> None:
+        steps = self.trainer.steps()
+        while not self.stopped:
+            self.apply_commands(block=self.paused)
+            if self.paused or self.stopped:
+                if self.stopped:
+                    break
+                continue
+            now = time.perf_counter()
+            try:
+                report = next(steps)
+                if report is None and now - self.last_report >= self.report_every_s:
+                    report = self.trainer.report()
+            except StopIteration:
+                self.status = "finished"
+                break
+            except Diverged as err:
+                self.pause_with(str(err))
+                steps = self.trainer.steps()  # resuming restarts the epoch from the kept weights
+                continue
+            if report is not None:
+                self.last_report = now
+                if now - self.last_views >= self.view_every_s or report.get("end_of_epoch"):
+                    self.refresh_views()
+                self.publish()
+        if self.stopped:
+            self.status = "stopped"
+        self.report_pending()
+        self.refresh_views()
+        self.publish()
+
+    def report_pending(self) -> None:
+        try:
+            self.trainer.report()
+        except Diverged as err:
+            self.message = str(err)
+
+    def pause_with(self, message: str) -> None:
+        self.message = message
+        self.paused, self.status, self.paused_at = True, "paused", time.perf_counter()
+        self.refresh_views()
+        self.publish()
+
+    def apply_commands(self, block: bool) -> None:
+        while True:
+            try:
+                command, value = self.run.commands.get(block=block, timeout=None)
+            except queue.Empty:
+                return
+            block = False
+            self.apply(command, value)
+
+    def apply(self, command: str, value) -> None:
+        if command == "pause" and not self.paused:
+            self.report_pending()
+            self.paused, self.status, self.paused_at = True, "paused", time.perf_counter()
+        elif command == "resume" and self.paused:
+            self.paused, self.status, self.message = False, "running", None
+            self.paused_seconds += time.perf_counter() - self.paused_at
+        elif command == "stop":
+            self.stopped = True
+            return
+        elif command == "lr":
+            self.trainer.set_lr(value)
+        elif command == "clip":
+            self.trainer.set_clip(value)
+        elif command == "views":
+            for key, v in value.items():
+                setattr(self.run.views, key, v)
+            self.refresh_views()
+        elif command == "checkpoint":
+            best, reply = value
+            reply.put(_checkpoint_payload(self.trainer, best))
+            return
+        self.publish()
+
+    def refresh_views(self) -> None:
+        started = time.perf_counter()
+        self.probe, self.samples = compute_views(self.trainer, self.run.views)
+        self.view_seconds += time.perf_counter() - started
+        self.last_views = time.perf_counter()
+
+    def publish(self) -> None:
+        """Build a new Snapshot and swap it in: readers see the old one or the new one, whole."""
+        t = self.trainer
+        if t is None:
+            self.run.snapshot = _replace(self.run.snapshot, status=self.status, message=self.message)
+            return
+        paused_now = time.perf_counter() - self.paused_at if self.paused and self.paused_at else 0.0
+        elapsed = time.perf_counter() - self.started - self.paused_seconds - paused_now
+        last = t.metrics.last()
+        speed = last["tokens_per_s"] if last else 0.0
+        self.run.snapshot = Snapshot(
+            run_id=self.run.id, name=run_name(t.config), config=t.config, status=self.status,
+            message=self.message, epoch=t.epoch, step=t.step, tokens=t.tokens, tokens_per_s=speed,
+            elapsed=elapsed, eta=_eta(t, speed), device=device_label(t.device), parameters=t.parameter_count,
+            metrics=t.metrics.records(), evals=t.evals.records(), events=tuple(t.events),
+            best=None if t.best is None else {k: v for k, v in t.best.items() if k != "weights"},
+            probe=self.probe, samples=self.samples, notices=t.corpus.notices,
+            view_seconds=self.view_seconds, train_seconds=t.train_seconds)
+
+
+def _eta(trainer: Trainer, tokens_per_s: float) -> float | None:
+    if not tokens_per_s:
+        return None
+    remaining = max(trainer.config.epochs * trainer.tokens_per_epoch - trainer.tokens, 0)
+    return remaining / tokens_per_s
+
+
+def _describe(err: Exception) -> str:
+    text = str(err) or type(err).__name__
+    return text if isinstance(err, ValueError) else f"{type(err).__name__}: {text}"
+
+
+class _ClosedQueue(queue.Queue):
+    """Replaces a finished run's queue: commands sent to an ended run are dropped."""
+
+    def put(self, item, block=True, timeout=None):
+        pass
+
+
+def metrics_frame(snapshot: Snapshot | None) -> pd.DataFrame:
+    """One row per report point with the held-out perplexity where it was measured."""
+    if snapshot is None or not snapshot.metrics:
+        return pd.DataFrame(columns=["step", "epoch", "tokens", "seconds", "loss", "ppl", "lr", "val_ppl"])
+    train = pd.DataFrame(snapshot.metrics)
+    if not snapshot.evals:
+        return train.assign(val_ppl=float("nan"))
+    evals = pd.DataFrame(snapshot.evals)[["step", "val_loss", "val_ppl"]]
+    return train.merge(evals, on="step", how="outer").sort_values("step").reset_index(drop=True)
