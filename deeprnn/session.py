@@ -6,6 +6,7 @@ immutable Snapshot by swapping one reference, so readers need no lock.
 """
 from __future__ import annotations
 
+import atexit
 import collections
 import copy
 import itertools
@@ -13,6 +14,7 @@ import os
 import queue
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -124,6 +126,14 @@ class _Run:
 
 
 _worker_slots = threading.BoundedSemaphore(MAX_WORKERS)
+_live_sessions: "weakref.WeakSet[TrainingSession]" = weakref.WeakSet()
+
+
+@atexit.register
+def close_all_sessions() -> None:
+    """Stop every worker of this process (at exit, and for tests that drive the page)."""
+    for session in list(_live_sessions):
+        session.close()
 
 
 class TrainingSession:
@@ -137,6 +147,7 @@ class TrainingSession:
         self._control = threading.RLock()  # serialises start and stop: one active run at most
         self._active_id: int | None = None
         self.views = ViewSettings()
+        _live_sessions.add(self)
 
     # --- commands ------------------------------------------------------------------------------
     def start(self, config: RunConfig) -> int:

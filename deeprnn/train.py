@@ -7,6 +7,8 @@ import random
 import time
 
 import torch
+import torch._dynamo  # noqa: F401  the optimizers import it lazily at their first step; importing it
+# here keeps that second of imports out of the worker thread, where it raced with the page's imports
 from torch.nn import functional as F
 
 from .batches import ITERATORS, check_length, eval_chunks

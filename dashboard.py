@@ -1,0 +1,253 @@
+"""deeprnn's dashboard: `streamlit run dashboard.py`. Layout and widgets only; logic lives in deeprnn/."""
+import streamlit as st
+
+from deeprnn import charts
+from deeprnn import controls as ctl
+from deeprnn.batches import TooShortError
+from deeprnn.config import ConfigError
+from deeprnn.corpus import CorpusError
+from deeprnn.session import SessionError, TrainingSession
+
+st.set_page_config(page_title="deeprnn: watch a deep RNN learn", layout="wide")
+state = st.session_state
+
+
+@st.cache_resource(scope="session", on_release=TrainingSession.close, show_spinner=False)
+def training_session() -> TrainingSession:
+    """This tab's own session and worker; released (and stopped) when the tab goes away."""
+    return TrainingSession()
+
+
+session = training_session()
+for key, value in ctl.initial_values().items():
+    state.setdefault(key, value)
+
+
+# --- what the controls do ------------------------------------------------------------------------
+def user_text():
+    """The uploaded or pasted text, or None; problems go to the page as messages."""
+    if state.corpus_source == "paste":
+        return state.pasted
+    upload = state.get("upload")
+    if upload is None:
+        return None
+    try:
+        text, notice = ctl.text_from_upload(upload.name, upload.getvalue())
+    except CorpusError as err:
+        state.flash = str(err)
+        return None
+    if notice:
+        state.notice = notice
+    return text
+
+
+def start_run():
+    if state.corpus_source == "upload" and state.get("upload") is None:
+        state.flash = "Upload a .txt file first, or choose another corpus."
+        return
+    text = user_text()
+    if state.corpus_source in ("upload", "paste") and text is None:
+        return
+    try:
+        session.start(ctl.config_from_values(dict(state), text))
+    except (ConfigError, SessionError, CorpusError, TooShortError) as err:
+        state.flash = str(err)
+
+
+def restart_if_running():
+    """An architecture change while training starts a new run; the old one stays for comparison."""
+    if session.snapshot().active:
+        start_run()
+
+
+def apply_preset():
+    state.update(ctl.preset_values(state.preset))
+    restart_if_running()
+
+
+def toggle_pause():
+    session.resume() if session.snapshot().status == "paused" else session.pause()
+
+
+def apply_views():
+    session.set_views(probe_text=state.probe_text, prefix=state.prefix, temperature=state.temperature)
+
+
+# --- sidebar: the controls -------------------------------------------------------------------------
+with st.sidebar:
+    st.header("deeprnn")
+    st.selectbox("Preset", list(ctl.PRESET_LABELS), format_func=ctl.PRESET_LABELS.get, key="preset",
+                 on_change=apply_preset)
+    snapshot = session.snapshot()
+    start_col, pause_col, stop_col = st.columns(3)
+    start_col.button("Start", type="primary", on_click=start_run, width="stretch")
+    pause_col.button("Resume" if snapshot.status == "paused" else "Pause", on_click=toggle_pause,
+                     disabled=not snapshot.active, width="stretch")
+    stop_col.button("Stop", on_click=session.stop, disabled=not snapshot.active, width="stretch")
+
+    st.subheader("Corpus")
+    st.radio("Text", list(ctl.CORPUS_LABELS), format_func=ctl.CORPUS_LABELS.get, key="corpus_source",
+             on_change=restart_if_running)
+    if state.corpus_source == "upload":
+        st.file_uploader("Text file", type=["txt"], key="upload")
+    elif state.corpus_source == "paste":
+        st.text_area("Your text", key="pasted", height=120, placeholder="Paste a few thousand characters…")
+    st.radio("Tokens", list(ctl.TOKEN_LABELS), format_func=ctl.TOKEN_LABELS.get, key="tokens",
+             horizontal=True, on_change=restart_if_running)
+
+    st.subheader("Architecture")
+    st.caption("Changing these while a run is going starts a new run (fresh weights); the old one stays "
+               "in the comparison.")
+    st.selectbox("Cell", list(ctl.CELL_LABELS), format_func=ctl.CELL_LABELS.get, key="cell",
+                 on_change=restart_if_running)
+    st.slider("Layers", 1, 8, key="layers", on_change=restart_if_running)
+    st.select_slider("Hidden units", ctl.HIDDEN_CHOICES, key="hidden", on_change=restart_if_running)
+    st.slider("Dropout", 0.0, 0.8, step=0.05, key="dropout", on_change=restart_if_running)
+    st.select_slider("Input", ctl.EMBEDDING_CHOICES, key="embedding", on_change=restart_if_running,
+                     format_func=lambda e: "one-hot" if e == 0 else f"embedding {e}")
+
+    st.subheader("Optimisation")
+    st.radio("Optimizer", ["adam", "sgd"], key="optimizer", horizontal=True)
+    st.select_slider("Learning rate", ctl.LR_CHOICES, key="lr", format_func=ctl.format_lr,
+                     on_change=lambda: session.set_lr(state.lr),
+                     help="Log scale. Applies to the running run at its next step and is marked on the curve.")
+    st.select_slider("Gradient clip", ctl.CLIP_CHOICES, key="clip", format_func=lambda c: "off" if c == 0 else f"{c:g}",
+                     on_change=lambda: session.set_clip(state.clip))
+    st.select_slider("Batch size", ctl.BATCH_CHOICES, key="batch")
+    st.select_slider("Steps per minibatch", ctl.STEPS_CHOICES, key="steps")
+    st.number_input("Epoch budget", min_value=1, max_value=100_000, key="epochs")
+    found = ctl.devices_found()
+    st.selectbox("Device", list(found), format_func=found.get, key="device")
+    st.caption("Optimizer, batch, steps, budget and device apply at the next Start.")
+
+# --- main area: the live views ------------------------------------------------------------------
+if flash := state.pop("flash", None):
+    st.error(flash, icon="⚠️")
+if notice := state.pop("notice", None):
+    st.warning(notice)
+
+
+@st.fragment(run_every=1.0)
+def live_views():
+    snap = session.snapshot()
+    if state.get("last_status") not in (None, snap.status) and snap.run_id == state.get("last_run"):
+        state.last_status = snap.status
+        st.rerun()  # the sidebar's buttons follow the run's state
+    state.last_status, state.last_run = snap.status, snap.run_id
+    status_bar(snap)
+    if snap.status == "idle":
+        st.info("Choose a preset and press **Start**. The curves, each layer's hidden states and the "
+                "model's own writing appear here as it trains.")
+        return
+    curves_col, samples_col = st.columns([3, 2], gap="large")
+    with curves_col:
+        curves(snap)
+    with samples_col:
+        samples(snap)
+    heatmaps(snap)
+
+
+def status_bar(snap):
+    st.markdown(f"### {snap.name} · `{snap.status}`" if snap.run_id else "### Watch a deep RNN learn")
+    for notice in snap.notices:
+        st.warning(notice)
+    if snap.message:
+        (st.error if snap.status == "failed" else st.warning)(snap.message, icon="⚠️")
+    if not snap.run_id:
+        return
+    budget = snap.config.epochs
+    st.progress(min(snap.epoch / budget, 1.0), text=f"epoch {snap.epoch} / {budget}")
+    cols = st.columns(6)
+    cols[0].metric("tokens/s", f"{snap.tokens_per_s:,.0f}")
+    cols[1].metric("elapsed", _duration(snap.elapsed))
+    cols[2].metric("ETA", _duration(snap.eta) if snap.eta is not None and snap.active else "–")
+    cols[3].metric("best held-out ppl", f"{snap.best_val_ppl:.2f}" if snap.best else "–")
+    cols[4].metric("device", snap.device)
+    cols[5].metric("parameters", f"{snap.parameters:,}")
+
+
+def curves(snap):
+    st.subheader("Learning curves")
+    x_col, metric_col, log_col = st.columns(3)
+    x = x_col.radio("x axis", ["tokens", "seconds"], horizontal=True, key="curve_x")
+    metric = metric_col.radio("show", ["ppl", "loss"], horizontal=True, key="curve_metric",
+                              format_func={"ppl": "perplexity", "loss": "loss"}.get)
+    log_y = log_col.toggle("log scale", value=True, key="curve_log")
+    if snap.metrics:
+        st.plotly_chart(charts.curves_figure(snap, x, metric, log_y), width="stretch", key="curves")
+    else:
+        st.caption("The first point appears after the first report (about half a second).")
+
+
+def samples(snap):
+    st.subheader("The model writes")
+    prefix_col, temp_col = st.columns([3, 2])
+    prefix_col.text_input("Prefix", key="prefix", on_change=apply_views)
+    temp_col.slider("Temperature", 0.1, 2.0, step=0.1, key="temperature", on_change=apply_views)
+    if snap.samples:
+        st.markdown(f"**greedy** (step {snap.samples.step})")
+        st.code(snap.samples.greedy, language=None, wrap_lines=True)
+        st.markdown(f"**sampled** at temperature {snap.samples.temperature:g}")
+        st.code(snap.samples.sampled, language=None, wrap_lines=True)
+
+
+def heatmaps(snap):
+    st.subheader("Hidden states, layer by layer")
+    text_col, what_col, units_col, count_col = st.columns([4, 2, 2, 2])
+    text_col.text_input("Probe text", key="probe_text", on_change=apply_views)
+    states = what_col.radio("states", ["hidden", "cell"] if snap.probe and snap.probe.cell else ["hidden"],
+                            horizontal=True, key="heatmap_states")
+    how = units_col.selectbox("units shown", ["most active", "first"], key="heatmap_units")
+    count = count_col.select_slider("how many", [8, 16, 32, 64], key="heatmap_count")
+    if snap.probe:
+        st.caption(f"Layer 1 at the bottom, layer {len(snap.probe.hidden)} on top; "
+                   f"colour is the activation, probed at step {snap.probe.step}.")
+        st.plotly_chart(charts.heatmaps_figure(snap.probe, states, count, how), width="stretch",
+                        key="heatmaps")
+
+
+def _duration(seconds):
+    seconds = int(seconds or 0)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else \
+        f"{seconds // 60}:{seconds % 60:02d}"
+
+
+live_views()
+
+
+@st.fragment(run_every=3.0)
+def comparison():
+    runs = [r for r in session.runs() if r.config is not None]
+    if not runs:
+        return
+    st.subheader("Compare runs")
+    labels = {r.run_id: f"#{r.run_id} {r.name}" for r in runs}
+    new_runs = [run_id for run_id in labels if run_id not in state.setdefault("compare_seen", set())]
+    state.compare_seen.update(new_runs)
+    state.compare = [run_id for run_id in state.get("compare", []) if run_id in labels] + new_runs
+    chosen = st.multiselect("Runs", list(labels), format_func=labels.get, key="compare")
+    shown = [r for r in runs if r.run_id in chosen]
+    if shown:
+        st.plotly_chart(charts.comparison_figure(shown), width="stretch", key="compare_chart")
+        st.dataframe(charts.comparison_table(shown), hide_index=True, width="stretch")
+
+
+comparison()
+
+runs = session.runs()
+if runs:
+    with st.expander("Export and manage runs"):
+        labels = {r.run_id: f"#{r.run_id} {r.name} ({r.status})" for r in runs}
+        run_id = st.selectbox("Run", list(labels), index=len(labels) - 1, format_func=labels.get, key="export_run")
+        csv_col, ckpt_col, best_col, delete_col, clear_col = st.columns(5)
+        csv_col.download_button("Metrics CSV", data=lambda: session.export_csv(run_id),
+                                file_name=f"deeprnn-run{run_id}.csv", mime="text/csv")
+        ckpt_col.download_button("Checkpoint", data=lambda: session.export_checkpoint(run_id),
+                                 file_name=f"deeprnn-run{run_id}.pt")
+        best_col.download_button("Best weights", data=lambda: session.export_checkpoint(run_id, best=True),
+                                 file_name=f"deeprnn-run{run_id}-best.pt",
+                                 disabled=session.run_snapshot(run_id).best is None)
+        delete_col.button("Delete run", on_click=session.delete_run, args=(run_id,))
+        clear_col.button("Clear all", on_click=session.clear_runs)
+        st.caption("Checkpoints work with `python -m deeprnn generate --checkpoint FILE` and "
+                   "`python -m deeprnn train --resume FILE`.")

@@ -1,0 +1,84 @@
+"""What the page's controls offer and how their values become a RunConfig (no streamlit here).
+
+The page keeps widget values in a plain dict (its session state); these functions translate
+between that dict, the presets and the one validated RunConfig.
+"""
+from __future__ import annotations
+
+import torch
+
+from .config import PRESETS, RunConfig, preset
+from .corpus import MAX_TEXT_BYTES, CorpusError, decode_text
+from .session import ViewSettings
+
+PRESET_LABELS = {"fast": "Fast: learns within a minute on a laptop CPU",
+                 "d2l": "The book: 2-layer LSTM, 256 hidden, SGD lr 2",
+                 "best": "Best: lowest held-out perplexity in minutes"}
+CORPUS_LABELS = {"timemachine": "The Time Machine", "pydocs": "Python docs (offline)",
+                 "upload": "Upload a .txt", "paste": "Paste text"}
+TOKEN_LABELS = {"char": "characters", "word": "words"}
+CELL_LABELS = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}
+HIDDEN_CHOICES = (16, 32, 64, 128, 256, 512, 1024)
+EMBEDDING_CHOICES = (0, 8, 16, 32, 64, 128)  # 0: one-hot input, as in the book
+LR_CHOICES = (1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 3e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
+CLIP_CHOICES = (0.0, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
+BATCH_CHOICES = (4, 8, 16, 32, 64, 128, 256)
+STEPS_CHOICES = (8, 16, 32, 35, 64, 128, 256)
+# Widgets whose change needs a new model: moving them while a run is going starts a new run.
+ARCHITECTURE_KEYS = ("corpus_source", "tokens", "cell", "layers", "hidden", "dropout", "embedding")
+CONFIG_KEYS = ("tokens", "cell", "layers", "hidden", "dropout", "embedding", "optimizer", "lr", "clip",
+               "batch", "steps", "epochs", "device")
+
+
+def nearest(choices, value):
+    return min(choices, key=lambda c: abs(c - value))
+
+
+def preset_values(name: str) -> dict:
+    """Widget values that reproduce a preset (snapped to the nearest offered choice)."""
+    cfg = preset(name)
+    return {"preset": name, "tokens": cfg.tokens, "cell": cfg.cell, "layers": cfg.layers,
+            "hidden": nearest(HIDDEN_CHOICES, cfg.hidden), "dropout": cfg.dropout,
+            "embedding": nearest(EMBEDDING_CHOICES, cfg.embedding), "optimizer": cfg.optimizer,
+            "lr": nearest(LR_CHOICES, cfg.lr), "clip": nearest(CLIP_CHOICES, cfg.clip),
+            "batch": nearest(BATCH_CHOICES, cfg.batch), "steps": nearest(STEPS_CHOICES, cfg.steps),
+            "epochs": cfg.epochs, "device": "auto"}
+
+
+def initial_values() -> dict:
+    views = ViewSettings()
+    return {**preset_values("fast"), "corpus_source": "timemachine", "pasted": "", "probe_text": views.probe_text,
+            "prefix": views.prefix, "temperature": views.temperature, "heatmap_count": 32}
+
+
+def config_from_values(values: dict, text: str | None = None) -> RunConfig:
+    """The RunConfig the controls describe; the preset supplies what the page does not show."""
+    chosen = {key: values[key] for key in CONFIG_KEYS}
+    source = values["corpus_source"]
+    corpus = {"upload": "text", "paste": "text"}.get(source, source)
+    return RunConfig(**{**PRESETS[values["preset"]], **chosen, "corpus": corpus,
+                        "text": text if corpus == "text" else None})
+
+
+def text_from_upload(name: str, data: bytes) -> tuple[str, str | None]:
+    """An uploaded file's text and a notice, or CorpusError with a message for the page."""
+    if len(data) > MAX_TEXT_BYTES:
+        raise CorpusError(f"{name} is {len(data) / 2**20:.0f} MB; the limit is {MAX_TEXT_BYTES // 2**20} MB")
+    if not data.strip():
+        raise CorpusError(f"{name} is empty: upload a text file with some words in it")
+    return decode_text(data, name)
+
+
+def devices_found() -> dict:
+    """Device choices with what each one is here."""
+    found = {"auto": "auto", "cpu": "CPU"}
+    if torch.cuda.is_available():
+        found["cuda"] = f"CUDA: {torch.cuda.get_device_name(0)}"
+    if torch.backends.mps.is_available():
+        found["mps"] = "Apple MPS"
+    return found
+
+
+def format_lr(value: float) -> str:
+    return f"{value:g}"
+

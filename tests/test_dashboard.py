@@ -1,0 +1,92 @@
+"""The page's logic through streamlit's AppTest: widgets in, session commands and views out."""
+import json
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from deeprnn.session import close_all_sessions
+
+DASHBOARD = str(Path(__file__).resolve().parents[1] / "dashboard.py")
+
+
+@pytest.fixture
+def app():
+    at = AppTest.from_file(DASHBOARD, default_timeout=60)
+    at.run()
+    yield at
+    close_all_sessions()
+
+
+def rerun_until(at, predicate, timeout=40.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        at.run()
+        assert not at.exception, at.exception
+        if predicate(at):
+            return
+        time.sleep(0.5)
+    raise AssertionError("the page never showed it")
+
+
+def button(at, label):
+    return next(b for b in at.button if b.label == label)
+
+
+def figures(at):
+    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+
+
+def heatmap_counts(at):
+    return [sum(t["type"] == "heatmap" for t in fig["data"]) for fig in figures(at)
+            if any(t["type"] == "heatmap" for t in fig["data"])]
+
+
+def title(at):
+    return next((m.value for m in at.markdown if m.value.startswith("### ")), "")
+
+
+def test_page_loads_with_the_documented_controls(app):
+    assert not app.exception
+    labels = {w.label for kind in ("button", "selectbox", "slider", "select_slider") for w in app.get(kind)}
+    assert {"Start", "Pause", "Stop", "Cell", "Layers", "Learning rate"} <= labels
+    assert "Start" in app.info[0].value
+
+
+def test_start_then_layers_three_then_learning_rate_event(app):
+    button(app, "Start").click()
+    rerun_until(app, lambda at: any(fig["data"] and fig["data"][0]["type"] == "scatter"
+                                    and len(fig["data"][0]["x"]) >= 2 for fig in figures(at)))
+    assert "LSTM x2" in title(app) and heatmap_counts(app) == [2]
+
+    app.slider(key="layers").set_value(3).run()
+    rerun_until(app, lambda at: "LSTM x3" in title(at) and heatmap_counts(at) == [3])
+
+    app.select_slider(key="lr").set_value(0.01).run()
+    rerun_until(app, lambda at: any(a.get("text") == "lr 0.01" for fig in figures(at)
+                                    for a in fig["layout"].get("annotations", [])))
+    table = app.dataframe[0].value
+    assert list(table["layers"]) == [2, 3] and list(table["status"])[0] == "stopped"
+
+
+def test_empty_upload_shows_an_error_and_the_page_keeps_working(app):
+    app.radio(key="corpus_source").set_value("upload").run()
+    app.file_uploader[0].set_value(("empty.txt", b"", "text/plain")).run()
+    button(app, "Start").click().run()
+    assert not app.exception
+    assert any("empty" in e.value for e in app.error)
+    app.file_uploader[0].set_value(("binary.txt", b"\x00\x01\x02 abc", "text/plain")).run()
+    button(app, "Start").click().run()
+    assert any("binary" in e.value for e in app.error)
+    app.radio(key="corpus_source").set_value("paste").run()
+    app.text_area(key="pasted").set_value("too short").run()
+    button(app, "Start").click().run()
+    rerun_until(app, lambda at: any("needs at least" in e.value for e in at.error))
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru"])
+def test_other_cells_train_and_draw(app, cell):
+    app.selectbox(key="cell").set_value(cell).run()
+    button(app, "Start").click()
+    rerun_until(app, lambda at: f"{cell.upper()} x2" in title(at) and heatmap_counts(at) == [2])
