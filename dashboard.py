@@ -3,6 +3,7 @@ import streamlit as st
 
 from deeprnn import charts
 from deeprnn import controls as ctl
+from deeprnn import introspect
 from deeprnn.batches import TooShortError
 from deeprnn.config import ConfigError
 from deeprnn.corpus import CorpusError
@@ -213,6 +214,68 @@ def _duration(seconds):
 
 
 live_views()
+
+
+@st.fragment(run_every=2.0)
+def inside_the_network():
+    snap = session.snapshot()
+    if snap.probe is None:
+        return
+    st.subheader("Inside the network")
+    gates_tab, saturation_tab, gradients_tab, units_tab = st.tabs(
+        ["Gates", "Saturation", "Gradient flow", "Interpretable units"])
+    with gates_tab:
+        gate = st.radio("Gate", list(snap.probe.gates[0]), horizontal=True, key="gate")
+        st.plotly_chart(charts.gates_figure(snap.probe, gate, state.heatmap_count, state.heatmap_units),
+                        width="stretch", key="gates_chart")
+    with saturation_tab:
+        gates = introspect.saturation_gates(snap.config.cell)
+        gate = st.radio("Saturation of", gates, horizontal=True, key="saturation_gate")
+        scatter_col, history_col = st.columns(2)
+        scatter_col.plotly_chart(charts.saturation_figure(snap.probe, snap.config.cell, gate), width="stretch",
+                                 key="saturation_chart")
+        history_col.plotly_chart(charts.saturation_history_figure(snap.saturation, gate), width="stretch",
+                                 key="saturation_history")
+        st.caption("Each dot is a unit: how often over the probe text it sits below 0.1 or above 0.9 "
+                   "(Karpathy, Johnson and Fei-Fei, 2015). A plain RNN's tanh units are shown mapped to [0, 1].")
+    with gradients_tab:
+        st.plotly_chart(charts.gradient_figure(snap.metrics), width="stretch", key="gradient_chart")
+        st.plotly_chart(charts.clipped_figure(snap.metrics), width="stretch", key="clipped_chart")
+    with units_tab:
+        interpretable_units(snap.probe)
+
+
+def interpretable_units(probe):
+    pattern_col, regex_col = st.columns(2)
+    pattern = pattern_col.selectbox("Find units that track", [*introspect.NAMED_PATTERNS, "a regular expression"],
+                                    key="finder_pattern")
+    if pattern == "a regular expression":
+        pattern = regex_col.text_input("Regular expression over the probe text", value="[aeiou]", key="finder_regex")
+    try:
+        ranked = introspect.rank_units(list(probe.hidden), introspect.pattern_mask(probe.tokens, pattern))
+    except introspect.PatternError as err:
+        st.warning(str(err))
+        ranked = []
+    picked = state.get("finder_table")
+    rows = picked.selection.rows if picked else []
+    if ranked and rows and rows != state.get("finder_applied"):
+        state.unit_layer, state.unit_index = ranked[rows[0]]["layer"], ranked[rows[0]]["unit"]
+    state.finder_applied = rows
+    state.unit_layer = min(state.unit_layer, len(probe.hidden))  # the run may have fewer layers or units
+    state.unit_index = min(state.unit_index, probe.hidden[0].shape[1] - 1)
+    table_col, viewer_col = st.columns([2, 3])
+    table_col.dataframe(ranked, hide_index=True, on_select="rerun", selection_mode="single-row",
+                        key="finder_table", width="stretch")
+    table_col.caption("Pick a row to show that unit.")
+    with viewer_col:
+        layer_col, unit_col = st.columns(2)
+        layer = layer_col.number_input("Layer", 1, len(probe.hidden), key="unit_layer")
+        unit = unit_col.number_input("Unit", 0, probe.hidden[0].shape[1] - 1, key="unit_index")
+        st.html(charts.unit_text_html(probe.tokens, probe.hidden[layer - 1][:, unit]))
+        st.caption(f"The probe text coloured by layer {layer}, unit {unit}: red positive, blue negative.")
+
+
+inside_the_network()
 
 
 @st.fragment(run_every=3.0)

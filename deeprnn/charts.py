@@ -1,10 +1,14 @@
 """Plot builders: data in, plotly figure out. No streamlit, no state, so each one is testable."""
 from __future__ import annotations
 
+import html
+
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
+
+from .introspect import layer_saturation
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22", "#393b79", "#637939")
@@ -92,35 +96,124 @@ def choose_units(layer_states: np.ndarray, count: int, how: str = "most active")
 
 
 def heatmaps_figure(probe, states: str = "hidden", max_units: int = 32, how: str = "most active") -> go.Figure:
-    """One heatmap per layer, layer 1 at the bottom and layer L on top: x the probe's characters,
-    y hidden units, colour the activation on one shared scale."""
+    """Hidden (or LSTM cell) states per layer over the probe text, on one shared scale."""
     layers = probe.hidden if states == "hidden" else probe.cell
-    n = len(layers)
     limit = 1.0 if states == "hidden" else max(1.0, float(max(np.abs(s).max() for s in layers)))
-    labels = [_token_label(t) for t in probe.tokens]
+    return layer_heatmaps(layers, probe.tokens, states, -limit, limit, max_units, how)
+
+
+GATE_RANGES = {"candidate": (-1.0, 1.0), "preactivation": None}
+
+
+def gates_figure(probe, gate: str, max_units: int = 32, how: str = "most active") -> go.Figure:
+    """One gate of every layer over the probe text: sigmoid gates in [0, 1], candidates in [-1, 1]."""
+    layers = [g[gate] for g in probe.gates]
+    zrange = GATE_RANGES.get(gate, (0.0, 1.0))
+    if zrange is None:  # an RNN's pre-activations are unbounded: a symmetric scale around 0
+        limit = max(1.0, float(max(np.abs(a).max() for a in layers)))
+        zrange = (-limit, limit)
+    return layer_heatmaps(layers, probe.tokens, gate, *zrange, max_units, how,
+                          colorscale=HEATMAP_SCALE if zrange[0] < 0 else "Viridis")
+
+
+def layer_heatmaps(layers, tokens, label: str, zmin: float, zmax: float, max_units: int = 32,
+                   how: str = "most active", colorscale: str = HEATMAP_SCALE) -> go.Figure:
+    """One heatmap per layer, layer 1 at the bottom and layer L on top: x the probe's tokens,
+    y units (a readable subset, named in each title), colour the value on one shared scale."""
+    n = len(layers)
+    labels = [_token_label(t) for t in tokens]
     positions = list(range(len(labels)))
-    titles = []
-    for layer in reversed(range(n)):
-        shown = min(max_units, layers[layer].shape[1])
-        subset = f"{shown} of {layers[layer].shape[1]} units, {how}" if shown < layers[layer].shape[1] else \
-            f"all {shown} units"
-        titles.append(f"layer {layer + 1} · {subset}")
     fig = make_subplots(rows=n, cols=1, shared_xaxes=True, vertical_spacing=min(0.08, 0.3 / n),
-                        subplot_titles=titles)
+                        subplot_titles=[_layer_title(layer, layers[layer].shape[1], max_units, how)
+                                        for layer in reversed(range(n))])
+    hover = np.array(labels, dtype=object)
     for row, layer in enumerate(reversed(range(n)), start=1):
         units = choose_units(layers[layer], max_units, how)
-        z = layers[layer][:, units].T
-        fig.add_heatmap(z=z, x=positions, y=[f"u{u}" for u in units], zmin=-limit, zmax=limit,
-                        colorscale=HEATMAP_SCALE, coloraxis=None, showscale=row == 1,
-                        customdata=np.tile(np.array(labels, dtype=object), (len(units), 1)),
-                        hovertemplate="layer %d · char '%%{customdata}' · unit %%{y}<br>value %%{z:.3f}<extra></extra>"
-                        % (layer + 1),
-                        colorbar=dict(title=states, len=0.5, y=1, yanchor="top"), row=row, col=1)
+        fig.add_heatmap(z=layers[layer][:, units].T, x=positions, y=[f"u{u}" for u in units], zmin=zmin,
+                        zmax=zmax, colorscale=colorscale, showscale=row == 1,
+                        customdata=np.tile(hover, (len(units), 1)),
+                        hovertemplate=f"layer {layer + 1} · '%{{customdata}}' · unit %{{y}}"
+                                      f"<br>{label} %{{z:.3f}}<extra></extra>",
+                        colorbar=dict(title=label, len=min(1.0, 2.5 / n), y=1, yanchor="top"), row=row, col=1)
         fig.update_yaxes(showticklabels=len(units) <= 16, row=row, col=1)
     fig.update_xaxes(tickmode="array", tickvals=positions, ticktext=labels, tickangle=0, row=n, col=1)
     fig.update_layout(height=min(150 + 130 * n, 1400), margin=dict(l=10, r=10, t=40, b=10),
-                      uirevision="heatmaps")
+                      uirevision=f"heatmaps-{label}")
     return fig
+
+
+def _layer_title(layer: int, hidden: int, max_units: int, how: str) -> str:
+    shown = min(max_units, hidden)
+    return f"layer {layer + 1} · " + (f"{shown} of {hidden} units, {how}" if shown < hidden else f"all {hidden} units")
+
+
+def saturation_figure(probe, cell: str, gate: str) -> go.Figure:
+    """Each unit of a gate placed by how often it is left- vs right-saturated, one colour per layer."""
+    fig = go.Figure()
+    for layer, (gates, hidden) in enumerate(zip(probe.gates, probe.hidden)):
+        left, right = layer_saturation(cell, gates, hidden)[gate]
+        fig.add_scatter(x=left, y=right, mode="markers", name=f"layer {layer + 1}",
+                        marker=dict(color=PALETTE[layer % len(PALETTE)], size=6, opacity=0.7),
+                        customdata=np.arange(len(left)),
+                        hovertemplate=f"layer {layer + 1} unit %{{customdata}}<br>left %{{x:.2f}} · right %{{y:.2f}}<extra></extra>")
+    fig.add_shape(type="line", x0=0, y0=1, x1=1, y1=0, line=dict(color="#bbb", dash="dot"))
+    fig.update_layout(xaxis=dict(title="fraction left-saturated (< 0.1)", range=[-0.02, 1.02]),
+                      yaxis=dict(title="fraction right-saturated (> 0.9)", range=[-0.02, 1.02]),
+                      height=380, margin=dict(l=10, r=10, t=30, b=10), uirevision=f"saturation-{gate}")
+    return fig
+
+
+def saturation_history_figure(records, gate: str) -> go.Figure:
+    """Mean saturated fraction (left + right) of a gate per layer over training."""
+    fig = go.Figure()
+    frame = pd.DataFrame([r for r in records if r["gate"] == gate])
+    for layer, rows in (frame.groupby("layer") if not frame.empty else []):
+        fig.add_scatter(x=rows["step"], y=rows["left"] + rows["right"], mode="lines", name=f"layer {layer}",
+                        line=dict(color=PALETTE[(layer - 1) % len(PALETTE)]))
+    fig.update_layout(xaxis_title="step", yaxis=dict(title=f"{gate}: saturated fraction", range=[0, 1]),
+                      height=300, margin=dict(l=10, r=10, t=30, b=10), uirevision="saturation-history")
+    return fig
+
+
+def gradient_figure(metrics) -> go.Figure:
+    """Gradient norm per layer (input-to-hidden solid, hidden-to-hidden dashed) and the global norm."""
+    rows = [r for r in _thin(metrics) if "grad_ih" in r]
+    fig = go.Figure()
+    if rows:
+        steps = [r["step"] for r in rows]
+        fig.add_scatter(x=steps, y=[r["grad_norm"] for r in rows], name="global (before clipping)",
+                        line=dict(color="#000", width=2))
+        for layer in range(len(rows[-1]["grad_ih"])):
+            color = PALETTE[layer % len(PALETTE)]
+            fig.add_scatter(x=steps, y=[r["grad_ih"][layer] for r in rows], name=f"layer {layer + 1} input",
+                            line=dict(color=color))
+            fig.add_scatter(x=steps, y=[r["grad_hh"][layer] for r in rows], name=f"layer {layer + 1} recurrent",
+                            line=dict(color=color, dash="dash"))
+    fig.update_layout(xaxis_title="step", yaxis=dict(title="gradient norm", type="log"), height=340,
+                      margin=dict(l=10, r=10, t=30, b=10), uirevision="gradients")
+    return fig
+
+
+def clipped_figure(metrics) -> go.Figure:
+    rows = _thin(metrics)
+    fig = go.Figure()
+    fig.add_scatter(x=[r["step"] for r in rows], y=[r.get("clipped", 0.0) for r in rows], mode="lines",
+                    fill="tozeroy", name="clipped", line=dict(color=PALETTE[1]))
+    fig.update_layout(xaxis_title="step", yaxis=dict(title="fraction of steps clipped", range=[0, 1.02]),
+                      height=220, margin=dict(l=10, r=10, t=20, b=10), uirevision="clipped")
+    return fig
+
+
+def unit_text_html(tokens, values, limit: float = 1.0) -> str:
+    """The probe text, each token's background coloured by one unit's activation (blue < 0 < red)."""
+    spans = []
+    for token, value in zip(tokens, values):
+        v = max(-1.0, min(1.0, float(value) / limit))
+        color = f"rgba(214,39,40,{v:.2f})" if v >= 0 else f"rgba(31,119,180,{-v:.2f})"
+        text = html.escape(token).replace(" ", "&nbsp;").replace("\n", "↵<br>")
+        spans.append(f'<span title="{float(value):.3f}" style="background:{color};padding:1px 0">{text}</span>')
+    return ('<div style="font-family:monospace;font-size:15px;line-height:1.9;word-wrap:break-word">'
+            + "".join(spans) + "</div>")
 
 
 def _token_label(token: str) -> str:

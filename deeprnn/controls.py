@@ -48,7 +48,8 @@ def preset_values(name: str) -> dict:
 def initial_values() -> dict:
     views = ViewSettings()
     return {**preset_values("fast"), "corpus_source": "timemachine", "pasted": "", "probe_text": views.probe_text,
-            "prefix": views.prefix, "temperature": views.temperature, "heatmap_count": 32}
+            "prefix": views.prefix, "temperature": views.temperature, "heatmap_count": 32,
+            "heatmap_units": "most active", "unit_layer": 1, "unit_index": 0}
 
 
 def config_from_values(values: dict, text: str | None = None) -> RunConfig:

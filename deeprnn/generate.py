@@ -26,6 +26,9 @@ def continue_ids(model, prefix_ids: list[int], length: int, temperature: float =
 
 
 def _choose(logits: torch.Tensor, temperature: float, top_k: int, generator) -> int:
+    if logits.numel() > 1:  # never write <unk> (index 0): it stands for no character in particular
+        logits = logits.clone()
+        logits[0] = float("-inf")
     if temperature <= 0:
         return int(logits.argmax())
     logits = logits.float() / temperature

@@ -6,8 +6,10 @@ against PyTorch's own.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 # Gate names per cell, in the order PyTorch stacks their weights.
@@ -87,3 +89,73 @@ def _rnn_layer(layer, x) -> LayerTrace:
         hidden.append(h)
         pre.append(a)
     return LayerTrace(torch.stack(hidden), None, {"preactivation": torch.stack(pre)})
+
+
+# --- saturation ---------------------------------------------------------------------------------
+# Gates squashed by a sigmoid, whose saturation Karpathy, Johnson and Fei-Fei (2015) plotted.
+SIGMOID_GATES = {"lstm": ("input", "forget", "output"), "gru": ("reset", "update"), "rnn": ()}
+LEFT, RIGHT = 0.1, 0.9
+
+
+def gate_saturation(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per unit of a (T, H) gate in [0, 1]: the fraction of steps below 0.1 and above 0.9."""
+    return (values < LEFT).mean(axis=0), (values > RIGHT).mean(axis=0)
+
+
+def saturation_gates(cell: str) -> tuple[str, ...]:
+    """What saturation is measured on: the sigmoid gates, or for a plain RNN its tanh units."""
+    return SIGMOID_GATES[cell] or ("hidden",)
+
+
+def layer_saturation(cell: str, gates: dict, hidden: np.ndarray) -> dict:
+    """{gate: (left, right)} for one layer; a plain RNN's tanh units are mapped to [0, 1] first."""
+    if not SIGMOID_GATES[cell]:
+        return {"hidden": gate_saturation((hidden + 1) / 2)}
+    return {name: gate_saturation(gates[name]) for name in SIGMOID_GATES[cell]}
+
+
+# --- interpretable-cell finder -------------------------------------------------------------------
+NAMED_PATTERNS = {
+    "first letter of a word": r"\b[A-Za-z]",
+    "after a space": r"(?<= )[^ ]",
+    "inside a word longer than 6 letters": r"[A-Za-z]{7,}",
+    "a vowel": r"[aeiouAEIOU]",
+    "a space": r" ",
+}
+
+
+class PatternError(ValueError):
+    pass
+
+
+def pattern_mask(tokens: list[str], pattern: str) -> np.ndarray:
+    """Which probe tokens a named pattern or a regular expression marks (any of its characters)."""
+    regex = NAMED_PATTERNS.get(pattern, pattern)
+    try:
+        compiled = re.compile(regex)
+    except re.error as err:
+        raise PatternError(f"not a valid regular expression: {err}") from err
+    owner, text = [], ""
+    for index, token in enumerate(tokens):
+        owner.extend([index] * len(token))
+        text += token
+    mask = np.zeros(len(tokens), dtype=bool)
+    for match in compiled.finditer(text):
+        for position in range(match.start(), match.end()):
+            mask[owner[position]] = True
+    return mask
+
+
+def rank_units(layers: list[np.ndarray], mask: np.ndarray, top: int = 10) -> list[dict]:
+    """Units of every layer ranked by |correlation| of their activation with the mask."""
+    if mask.all() or not mask.any():
+        raise PatternError("the pattern marks all or none of the probe text; it cannot tell units apart")
+    m = mask.astype(np.float64) - mask.mean()
+    ranked = []
+    for layer, states in enumerate(layers):
+        x = states.astype(np.float64) - states.mean(axis=0)
+        denom = np.sqrt((x ** 2).sum(axis=0) * (m ** 2).sum())
+        corr = np.divide(x.T @ m, denom, out=np.zeros(states.shape[1]), where=denom > 1e-12)
+        ranked.extend({"layer": layer + 1, "unit": unit, "correlation": float(c)} for unit, c in enumerate(corr))
+    ranked.sort(key=lambda row: -abs(row["correlation"]))
+    return ranked[:top]

@@ -24,10 +24,12 @@ import torch
 from .checkpoint import checkpoint_bytes
 from .config import RunConfig
 from .generate import continue_text
-from .introspect import trace
+from .history import BoundedHistory
+from .introspect import layer_saturation, trace
 from .train import Diverged, Trainer, device_label
 
-DEFAULT_PROBE = "the time traveller for so it will be convenient to speak of him was expounding"
+DEFAULT_PROBE = ("the time traveller for so it will be convenient to speak of him was expounding "
+                 "a recondite matter to us his grey eyes shone and twinkled")
 DEFAULT_PREFIX = "time traveller"
 STOP_TIMEOUT_S = 2.0
 MAX_WORKERS = int(os.environ.get("DEEPRNN_MAX_WORKERS", "4"))
@@ -82,6 +84,7 @@ class Snapshot:
     probe: Probe | None = None
     samples: Samples | None = None
     notices: tuple = ()
+    saturation: tuple = ()  # per probe, layer and gate: mean fraction left / right saturated
     view_seconds: float = 0.0  # time spent on probes and samples, for the cost of the views
     train_seconds: float = 0.0
 
@@ -337,6 +340,16 @@ def compute_views(trainer: Trainer, views: ViewSettings) -> tuple[Probe, Samples
     return probe, samples
 
 
+def saturation_records(probe: Probe, cell: str) -> list[dict]:
+    """One row per layer and gate: the mean fraction of (unit, step) pairs left / right saturated."""
+    rows = []
+    for layer, (gates, hidden) in enumerate(zip(probe.gates, probe.hidden), start=1):
+        for gate, (left, right) in layer_saturation(cell, gates, hidden).items():
+            rows.append({"step": probe.step, "layer": layer, "gate": gate,
+                         "left": float(left.mean()), "right": float(right.mean())})
+    return rows
+
+
 def _model_with(trainer: Trainer, weights: dict):
     model = copy.deepcopy(trainer.model)
     model.load_state_dict(weights)
@@ -356,6 +369,7 @@ class _Worker:
         self.paused_seconds, self.paused_at = 0.0, None
         self.probe = self.samples = None
         self.view_seconds = 0.0
+        self.saturation = BoundedHistory(recent=2000, archive=2000)
         self.last_report = self.last_views = 0.0
 
     def loop(self) -> None:
@@ -451,6 +465,8 @@ class _Worker:
     def refresh_views(self) -> None:
         started = time.perf_counter()
         self.probe, self.samples = compute_views(self.trainer, self.run.views)
+        for record in saturation_records(self.probe, self.trainer.config.cell):
+            self.saturation.append(record)
         self.view_seconds += time.perf_counter() - started
         self.last_views = time.perf_counter()
 
@@ -470,7 +486,7 @@ class _Worker:
             elapsed=elapsed, eta=_eta(t, speed), device=device_label(t.device), parameters=t.parameter_count,
             metrics=t.metrics.records(), evals=t.evals.records(), events=tuple(t.events),
             best=None if t.best is None else {k: v for k, v in t.best.items() if k != "weights"},
-            probe=self.probe, samples=self.samples, notices=t.corpus.notices,
+            probe=self.probe, samples=self.samples, notices=t.corpus.notices, saturation=self.saturation.records(),
             view_seconds=self.view_seconds, train_seconds=t.train_seconds)
 
 

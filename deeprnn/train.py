@@ -51,6 +51,13 @@ def device_label(device: torch.device) -> str:
     return device.type
 
 
+def layer_weight_index(model: StackedRNN) -> list[tuple[int, int]]:
+    """Per layer, the positions of its input-to-hidden and hidden-to-hidden weights in parameters()."""
+    names = [name for name, _ in model.named_parameters()]
+    return [(names.index(f"layers.{i}.weight_ih_l0"), names.index(f"layers.{i}.weight_hh_l0"))
+            for i in range(model.num_layers)]
+
+
 def make_optimizer(config: RunConfig, params) -> torch.optim.Optimizer:
     if config.optimizer == "adam":
         return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -83,8 +90,10 @@ class Trainer:
         self.train_seconds = 0.0
         self.metrics, self.evals, self.events = BoundedHistory(), BoundedHistory(), []
         self.best: dict | None = None  # {"val_ppl", "step", "tokens", "weights"}
+        self._params = list(self.model.parameters())
+        self._weight_index = layer_weight_index(self.model)
         self._pending_losses: list[torch.Tensor] = []
-        self._pending_norms: list[torch.Tensor] = []
+        self._pending_norms: list[torch.Tensor] = []  # per step, every parameter's gradient norm
         self._last_report = (0, 0.0)  # tokens and train seconds at the previous report
         self._good = (_clone_state(self.model), _clone_state(self.optimizer))
 
@@ -139,11 +148,14 @@ class Trainer:
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.T.reshape(-1))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        clip = self.config.clip if self.config.clip > 0 else float("inf")
-        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip, foreach=True)
+        # The per-parameter norms clipping needs anyway, kept for the gradient-flow view.
+        norms = torch.stack(torch._foreach_norm([p.grad for p in self._params]))
+        if self.config.clip > 0:
+            total = torch.linalg.vector_norm(norms)
+            torch.nn.utils.clip_grads_with_norm_(self._params, self.config.clip, total, foreach=True)
         self.optimizer.step()
         self._pending_losses.append(loss.detach())
-        self._pending_norms.append(norm.detach())
+        self._pending_norms.append(norms.detach())
         self.step += 1
         self.tokens += y.numel()
         return state
@@ -173,7 +185,8 @@ class Trainer:
 
     def _record_point(self) -> dict:
         losses = torch.stack(self._pending_losses).float().cpu()
-        norms = torch.stack(self._pending_norms).float().cpu()
+        param_norms = torch.stack(self._pending_norms).float().cpu()  # (steps, parameters)
+        norms = param_norms.square().sum(1).sqrt()  # the global norm before clipping, per step
         first_step = self.step - len(losses) + 1
         self._pending_losses, self._pending_norms = [], []
         ceiling = DIVERGED_LOSS_FACTOR * math.log(max(len(self.corpus.vocab), 2))
@@ -187,6 +200,8 @@ class Trainer:
                   "seconds": self.train_seconds, "loss": loss, "ppl": math.exp(loss), "lr": self.lr,
                   "grad_norm": float(norms.mean()),
                   "clipped": float((norms > self.config.clip).float().mean()) if self.config.clip > 0 else 0.0,
+                  "grad_ih": [float(param_norms[:, ih].mean()) for ih, _ in self._weight_index],
+                  "grad_hh": [float(param_norms[:, hh].mean()) for _, hh in self._weight_index],
                   "tokens_per_s": (self.tokens - tokens) / max(self.train_seconds - seconds, 1e-9)}
         self.metrics.append(record)
         self._last_report = (self.tokens, self.train_seconds)

@@ -39,8 +39,14 @@ def figures(at):
 
 
 def heatmap_counts(at):
-    return [sum(t["type"] == "heatmap" for t in fig["data"]) for fig in figures(at)
-            if any(t["type"] == "heatmap" for t in fig["data"])]
+    """Heatmaps per figure, keyed by what they show ("hidden" states or a gate's name)."""
+    counts = {}
+    for fig in figures(at):
+        for trace in fig["data"]:
+            if trace["type"] == "heatmap":
+                label = trace["colorbar"]["title"]["text"]
+                counts[label] = counts.get(label, 0) + 1
+    return counts
 
 
 def title(at):
@@ -58,15 +64,15 @@ def test_start_then_layers_three_then_learning_rate_event(app):
     button(app, "Start").click()
     rerun_until(app, lambda at: any(fig["data"] and fig["data"][0]["type"] == "scatter"
                                     and len(fig["data"][0]["x"]) >= 2 for fig in figures(at)))
-    assert "LSTM x2" in title(app) and heatmap_counts(app) == [2]
+    assert "LSTM x2" in title(app) and heatmap_counts(app)["hidden"] == 2
 
     app.slider(key="layers").set_value(3).run()
-    rerun_until(app, lambda at: "LSTM x3" in title(at) and heatmap_counts(at) == [3])
+    rerun_until(app, lambda at: "LSTM x3" in title(at) and heatmap_counts(at).get("hidden") == 3)
 
     app.select_slider(key="lr").set_value(0.01).run()
     rerun_until(app, lambda at: any(a.get("text") == "lr 0.01" for fig in figures(at)
                                     for a in fig["layout"].get("annotations", [])))
-    table = app.dataframe[0].value
+    table = next(d.value for d in app.dataframe if "layers" in d.value.columns)
     assert list(table["layers"]) == [2, 3] and list(table["status"])[0] == "stopped"
 
 
@@ -85,8 +91,23 @@ def test_empty_upload_shows_an_error_and_the_page_keeps_working(app):
     rerun_until(app, lambda at: any("needs at least" in e.value for e in at.error))
 
 
-@pytest.mark.parametrize("cell", ["rnn", "gru"])
-def test_other_cells_train_and_draw(app, cell):
+GATE_NAMES = {"lstm": ["input", "forget", "candidate", "output"], "gru": ["reset", "update", "candidate"],
+              "rnn": ["preactivation"]}
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_every_cell_trains_and_the_introspection_views_render(app, cell):
     app.selectbox(key="cell").set_value(cell).run()
     button(app, "Start").click()
-    rerun_until(app, lambda at: f"{cell.upper()} x2" in title(at) and heatmap_counts(at) == [2])
+    first_gate = GATE_NAMES[cell][0]
+    rerun_until(app, lambda at: f"{cell.upper()} x2" in title(at)
+                and heatmap_counts(at) == {"hidden": 2, first_gate: 2})
+    assert [t.label for t in app.tabs] == ["Gates", "Saturation", "Gradient flow", "Interpretable units"]
+    assert app.radio(key="gate").options == GATE_NAMES[cell]
+    names = [t.get("name", "") for fig in figures(app) for t in fig["data"]]
+    assert "layer 1 recurrent" in names and "global (before clipping)" in names  # gradient flow per layer
+    assert sum(1 for n in names if n.startswith("layer ")) >= 2 + 2  # saturation scatter has both layers
+    assert app.dataframe[0].value.shape[0] == 10  # the ranked units
+    app.selectbox(key="finder_pattern").set_value("a regular expression").run()
+    app.text_input(key="finder_regex").set_value("[").run()
+    assert not app.exception and any("regular expression" in w.value for w in app.warning)
