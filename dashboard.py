@@ -71,7 +71,8 @@ def toggle_pause():
 
 
 def apply_views():
-    session.set_views(probe_text=state.probe_text, prefix=state.prefix, temperature=state.temperature)
+    session.set_views(probe_text=state.probe_text, prefix=state.prefix, temperature=state.temperature,
+                      use_best=state.use_best)
 
 
 # --- sidebar: the controls -------------------------------------------------------------------------
@@ -157,7 +158,8 @@ def status_bar(snap):
     if not snap.run_id:
         return
     budget = snap.config.epochs
-    st.progress(min(snap.epoch / budget, 1.0), text=f"epoch {snap.epoch} / {budget}")
+    st.progress(min(snap.epoch / budget, 1.0), text=f"epoch {snap.epoch} / {budget} · step {snap.step:,} · "
+                                                       f"{snap.tokens:,} tokens")
     cols = st.columns(6)
     cols[0].metric("tokens/s", f"{snap.tokens_per_s:,.0f}")
     cols[1].metric("elapsed", _duration(snap.elapsed))
@@ -185,8 +187,11 @@ def samples(snap):
     prefix_col, temp_col = st.columns([3, 2])
     prefix_col.text_input("Prefix", key="prefix", on_change=apply_views)
     temp_col.slider("Temperature", 0.1, 2.0, step=0.1, key="temperature", on_change=apply_views)
+    st.toggle("Write with the best weights (lowest held-out perplexity, ★ on the curve)", key="use_best",
+              on_change=apply_views, disabled=snap.best is None)
     if snap.samples:
-        st.markdown(f"**greedy** (step {snap.samples.step})")
+        source = f"best weights, step {snap.best['step']}" if snap.samples.from_best else f"step {snap.samples.step}"
+        st.markdown(f"**greedy** ({source})")
         st.code(snap.samples.greedy, language=None, wrap_lines=True)
         st.markdown(f"**sampled** at temperature {snap.samples.temperature:g}")
         st.code(snap.samples.sampled, language=None, wrap_lines=True)

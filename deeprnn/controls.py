@@ -11,7 +11,7 @@ from .config import PRESETS, RunConfig, preset
 from .corpus import MAX_TEXT_BYTES, CorpusError, decode_text
 from .session import ViewSettings
 
-PRESET_LABELS = {"fast": "Fast: learns within a minute on a laptop CPU",
+PRESET_LABELS = {"fast": "Fast: learns in about 20 seconds on a laptop CPU",
                  "d2l": "The book: 2-layer LSTM, 256 hidden, SGD lr 2",
                  "best": "Best: lowest held-out perplexity in minutes"}
 CORPUS_LABELS = {"timemachine": "The Time Machine", "pydocs": "Python docs (offline)",
@@ -20,7 +20,7 @@ TOKEN_LABELS = {"char": "characters", "word": "words"}
 CELL_LABELS = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}
 HIDDEN_CHOICES = (16, 32, 64, 128, 256, 512, 1024)
 EMBEDDING_CHOICES = (0, 8, 16, 32, 64, 128)  # 0: one-hot input, as in the book
-LR_CHOICES = (1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 3e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
+LR_CHOICES = (1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 3e-3, 5e-3, 8e-3, 1e-2, 2e-2, 5e-2, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 CLIP_CHOICES = (0.0, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
 BATCH_CHOICES = (4, 8, 16, 32, 64, 128, 256)
 STEPS_CHOICES = (8, 16, 32, 35, 64, 128, 256)
@@ -49,7 +49,7 @@ def initial_values() -> dict:
     views = ViewSettings()
     return {**preset_values("fast"), "corpus_source": "timemachine", "pasted": "", "probe_text": views.probe_text,
             "prefix": views.prefix, "temperature": views.temperature, "heatmap_count": 32,
-            "heatmap_units": "most active", "unit_layer": 1, "unit_index": 0}
+            "heatmap_units": "most active", "unit_layer": 1, "unit_index": 0, "use_best": False}
 
 
 def config_from_values(values: dict, text: str | None = None) -> RunConfig:

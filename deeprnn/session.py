@@ -33,6 +33,9 @@ DEFAULT_PROBE = ("the time traveller for so it will be convenient to speak of hi
 DEFAULT_PREFIX = "time traveller"
 STOP_TIMEOUT_S = 2.0
 MAX_WORKERS = int(os.environ.get("DEEPRNN_MAX_WORKERS", "4"))
+# Torch's threads for the workers of a page server (0 keeps torch's default): they share the cores
+# with the Streamlit server. Chosen by measurement: bench/dashboard_overhead.py.
+TORCH_THREADS = int(os.environ.get("DEEPRNN_TORCH_THREADS", "0"))
 
 
 class SessionError(RuntimeError):
@@ -150,6 +153,8 @@ class TrainingSession:
         self._control = threading.RLock()  # serialises start and stop: one active run at most
         self._active_id: int | None = None
         self.views = ViewSettings()
+        if TORCH_THREADS:
+            torch.set_num_threads(TORCH_THREADS)
         _live_sessions.add(self)
 
     # --- commands ------------------------------------------------------------------------------

@@ -110,11 +110,23 @@ class Trainer:
         return self.optimizer.param_groups[0]["lr"]
 
     def set_lr(self, lr: float) -> None:
-        """Takes effect at the next step; recorded as an event at that step."""
+        """Takes effect at the next step (as the new peak under a schedule); recorded as an event."""
         self.config = self.config.replace(lr=lr)
+        self._apply_schedule()
+        self.events.append({"step": self.step, "kind": "lr", "value": lr})
+
+    def lr_at(self, step: int) -> float:
+        """The configured rate, or under the cosine schedule its decay to 5% over the epoch budget."""
+        if self.config.schedule == "constant":
+            return self.config.lr
+        total = max(1, self.config.epochs * self.tokens_per_epoch // (self.config.batch * self.config.steps))
+        progress = min(step / total, 1.0)
+        return self.config.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+    def _apply_schedule(self) -> None:
+        lr = self.lr_at(self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        self.events.append({"step": self.step, "kind": "lr", "value": lr})
 
     def set_clip(self, clip: float) -> None:
         self.config = self.config.replace(clip=clip)
@@ -124,7 +136,8 @@ class Trainer:
         """Train until the epoch budget is spent, yielding after every minibatch.
 
         Yields a report dict at report points (every `report_every` minibatches and at the end of
-        each epoch, with the held-out perplexity there), otherwise None. Raises Diverged.
+        each epoch), otherwise None; the held-out perplexity is measured at the end of each epoch and
+        every `eval_every` minibatches. Raises Diverged.
         """
         cfg = self.config
         while self.epoch < cfg.epochs:
@@ -134,16 +147,21 @@ class Trainer:
                 started = time.perf_counter()
                 state = self._train_step(x, y, state)
                 self.train_seconds += time.perf_counter() - started
-                due = cfg.report_every and self.step % cfg.report_every == 0
-                yield self.report() if due else None
+                if cfg.eval_every and self.step % cfg.eval_every == 0:
+                    yield self._report_and_evaluate()
+                else:
+                    due = cfg.report_every and self.step % cfg.report_every == 0
+                    yield self.report() if due else None
             self.epoch += 1
-            yield self._end_of_epoch()
+            yield {**self._report_and_evaluate(), "end_of_epoch": True}
 
     def _train_step(self, x, y, state):
         if state is None or self.config.iterator == "random":
             state = self.model.begin_state(x.shape[0], self.device)
         else:
             state = detach_state(state)
+        if self.config.schedule != "constant":
+            self._apply_schedule()
         logits, state = self.model(x, state)
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.T.reshape(-1))
         self.optimizer.zero_grad(set_to_none=True)
@@ -160,7 +178,8 @@ class Trainer:
         self.tokens += y.numel()
         return state
 
-    def _end_of_epoch(self) -> dict:
+    def _report_and_evaluate(self) -> dict:
+        """A report point with the held-out perplexity (None without a held-out split)."""
         report = self.report() or {"step": self.step, "epoch": self.epoch}
         val_ppl = self.evaluate()
         if val_ppl is not None:
@@ -168,7 +187,7 @@ class Trainer:
                       "seconds": self.train_seconds, "val_loss": math.log(val_ppl), "val_ppl": val_ppl}
             self.evals.append(record)
             self._keep_if_best(val_ppl)
-        return {**report, "val_ppl": val_ppl, "end_of_epoch": True}
+        return {**report, "val_ppl": val_ppl}
 
     def report(self) -> dict | None:
         """Record a point from the steps since the last one (None if there were none).
@@ -278,10 +297,9 @@ class Trainer:
     def load_state(self, payload: dict) -> None:
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
-        for group in self.optimizer.param_groups:  # explicit overrides win over the saved values
-            group["lr"] = self.config.lr
         counters = payload["counters"]
         self.step, self.epoch, self.tokens = counters["step"], counters["epoch"], counters["tokens"]
+        self._apply_schedule()  # explicit overrides win over the saved rate
         self.train_seconds = counters["train_seconds"]
         self._last_report = (self.tokens, self.train_seconds)
         self.metrics = BoundedHistory(records=payload["metrics"])

@@ -16,7 +16,7 @@ from deeprnn.config import RunConfig  # noqa: E402
 def small_config():
     """A slice of The Time Machine and a tiny model: trains in well under a second."""
     return RunConfig(max_tokens=4000, val_fraction=0.1, hidden=32, embedding=16, batch=8, steps=16,
-                     epochs=2, device="cpu")
+                     epochs=2, device="cpu", lr=3e-3, schedule="constant", eval_every=0)
 
 
 @pytest.fixture(autouse=True)

@@ -69,8 +69,8 @@ def test_start_then_layers_three_then_learning_rate_event(app):
     app.slider(key="layers").set_value(3).run()
     rerun_until(app, lambda at: "LSTM x3" in title(at) and heatmap_counts(at).get("hidden") == 3)
 
-    app.select_slider(key="lr").set_value(0.01).run()
-    rerun_until(app, lambda at: any(a.get("text") == "lr 0.01" for fig in figures(at)
+    app.select_slider(key="lr").set_value(0.02).run()
+    rerun_until(app, lambda at: any(a.get("text") == "lr 0.02" for fig in figures(at)
                                     for a in fig["layout"].get("annotations", [])))
     table = next(d.value for d in app.dataframe if "layers" in d.value.columns)
     assert list(table["layers"]) == [2, 3] and list(table["status"])[0] == "stopped"
@@ -111,3 +111,19 @@ def test_every_cell_trains_and_the_introspection_views_render(app, cell):
     app.selectbox(key="finder_pattern").set_value("a regular expression").run()
     app.text_input(key="finder_regex").set_value("[").run()
     assert not app.exception and any("regular expression" in w.value for w in app.warning)
+
+
+def test_fast_fiddling_leaves_one_active_run_and_no_orphan_threads(app):
+    import threading
+    baseline = threading.active_count()
+    button(app, "Start").click().run()
+    started = time.monotonic()
+    for i in range(50):  # 50 slider changes in about 10 seconds, each restarting the run
+        app.slider(key="layers").set_value(1 + i % 4).run()
+        time.sleep(max(0.0, started + (i + 1) * 0.2 - time.monotonic()))
+    assert not app.exception
+    rerun_until(app, lambda at: "LSTM x2" in title(at))
+    from deeprnn.session import _live_sessions
+    (session,) = list(_live_sessions)
+    assert sum(1 for r in session.runs() if r.active) == 1
+    assert threading.active_count() <= baseline + 1  # this tab's one worker

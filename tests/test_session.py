@@ -186,3 +186,30 @@ def test_concurrent_commands_never_deadlock_or_leak_threads(config):
     assert errors == []
     wait_for(lambda: threading.active_count() == baseline, timeout=10)
     assert sum(1 for r in s.runs() if r.active) == 0
+
+
+def test_worker_cap_answers_too_many_runs(config, monkeypatch):
+    monkeypatch.setattr(session_mod, "_worker_slots", threading.BoundedSemaphore(1))
+    first, second = TrainingSession(), TrainingSession()
+    try:
+        first.start(config)
+        with pytest.raises(session_mod.SessionError, match="too many runs on this server"):
+            second.start(config)
+        first.stop()
+        second.start(config)  # the slot is free again
+        wait_for(lambda: second.snapshot().step > 0)
+    finally:
+        first.close()
+        second.close()
+
+
+def test_two_sessions_train_at_once(config):
+    a, b = TrainingSession(report_every_s=0.05), TrainingSession(report_every_s=0.05)
+    try:
+        a.start(config)
+        b.start(config.replace(cell="gru"))
+        wait_for(lambda: a.snapshot().step > 5 and b.snapshot().step > 5)
+        assert a.snapshot().status == b.snapshot().status == "running"
+    finally:
+        a.close()
+        b.close()

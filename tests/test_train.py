@@ -55,6 +55,23 @@ def test_lr_change_applies_at_next_step(small_config):
     assert before
 
 
+def test_cosine_schedule_decays_to_five_percent_over_the_budget(small_config):
+    trainer = Trainer(small_config.replace(schedule="cosine", lr=0.1, epochs=3, report_every=1))
+    lrs = [r["lr"] for r in trainer.steps() if r and not r.get("end_of_epoch")]
+    assert lrs[0] == pytest.approx(0.1, rel=1e-3) and lrs == sorted(lrs, reverse=True)
+    assert lrs[-1] == pytest.approx(0.005, rel=0.05)
+    assert trainer.optimizer.param_groups[0]["lr"] == lrs[-1]
+    trainer.set_lr(0.2)  # a new peak: the schedule's factor still applies
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.2 * lrs[-1] / 0.1, rel=0.05)
+
+
+def test_held_out_evaluated_every_n_minibatches(small_config):
+    trainer = Trainer(small_config.replace(eval_every=5, epochs=1))
+    reports = [r for r in trainer.steps() if r]
+    assert [e["step"] for e in trainer.evals.records()] == [*range(5, trainer.step + 1, 5), trainer.step]
+    assert all(r["val_ppl"] for r in reports)
+
+
 def test_divergence_raises_and_keeps_last_good_weights(small_config):
     trainer = Trainer(small_config.replace(optimizer="sgd", lr=1.0, report_every=2, clip=0))
     steps = trainer.steps()

@@ -1,0 +1,79 @@
+#!/usr/bin/env python3
+"""Time to quality on The Time Machine: seconds (from start, corpus loading included) until the
+held-out perplexity first reaches a target, and the best held-out perplexity within a time budget.
+
+    python bench/time_to_quality.py                       # the presets
+    python bench/time_to_quality.py --sweep fast          # the sweep that chose the fast preset
+    python bench/time_to_quality.py --sweep best --budget 300
+
+Prints one table row per recipe. Set DEEPRNN_DATA_DIR to a folder holding timemachine.txt.
+"""
+import argparse
+import itertools
+import time
+
+import torch
+
+from deeprnn.config import preset
+from deeprnn.train import Diverged, Trainer
+
+SWEEPS = {
+    # around the fast preset: what learns fastest in the first 20 seconds
+    "fast": dict(hidden=[128, 192, 256], lr=[5e-3, 8e-3, 1.5e-2], epochs=[5, 7]),
+    # around the best preset: what gets lowest within five minutes
+    "best": dict(hidden=[384, 512], dropout=[0.2, 0.3], epochs=[30]),
+}
+
+
+def measure(config, budget: float, target: float) -> dict:
+    started = time.perf_counter()
+    trainer = Trainer(config)
+    reached = None
+    try:
+        for report in trainer.steps():
+            elapsed = time.perf_counter() - started
+            if report and report.get("val_ppl") is not None and reached is None and report["val_ppl"] <= target:
+                reached = elapsed
+            if elapsed > budget:  # a run whose epoch budget outlasts the time budget is cut here
+                break
+    except Diverged:
+        pass
+    best = trainer.best
+    return {"reached_s": reached, "best_val": best["val_ppl"] if best else None,
+            "best_at_s": None, "epochs": trainer.epoch, "tokens_per_s": trainer.tokens_per_s()}
+
+
+def describe(config) -> str:
+    return (f"{config.cell} {config.layers}x{config.hidden} emb{config.embedding} drop{config.dropout:g} "
+            f"{config.optimizer} lr{config.lr:g} {config.schedule} wd{config.weight_decay:g} batch{config.batch} "
+            f"steps{config.steps} epochs{config.epochs}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sweep", choices=sorted(SWEEPS))
+    parser.add_argument("--budget", type=float, default=30.0, help="seconds per recipe")
+    parser.add_argument("--target", type=float, default=4.5, help="held-out perplexity to reach")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.sweep:
+        grid = SWEEPS[args.sweep]
+        base = "fast" if args.sweep == "fast" else "best"
+        configs = [preset(base, **dict(zip(grid, values))) for values in itertools.product(*grid.values())]
+    else:
+        configs = [preset("fast"), preset("best"),  # the book's recipe on the full text, 10% held out:
+                   preset("d2l", max_tokens=-1, val_fraction=0.1, epochs=1000, eval_every=40)]
+    print(f"budget {args.budget:g} s per recipe, target held-out perplexity {args.target}, "
+          f"{args.threads} torch threads, {torch.__version__}")
+    print(f"| recipe | seconds to <= {args.target} | best held-out ppl in {args.budget:g} s | epochs | tokens/s |")
+    print("| --- | --- | --- | --- | --- |")
+    for config in configs:
+        r = measure(config, args.budget, args.target)
+        reached = f"{r['reached_s']:.1f}" if r["reached_s"] else "not reached"
+        best = f"{r['best_val']:.3f}" if r["best_val"] else "-"
+        print(f"| {describe(config)} | {reached} | {best} | {r['epochs']} | {r['tokens_per_s']:,.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

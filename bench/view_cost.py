@@ -1,0 +1,84 @@
+#!/usr/bin/env python3
+"""The cost of each live view, in milliseconds of server time, beside the cost of a training step.
+
+Builds each view the page draws (probe, samples, every figure, serialised to JSON as Streamlit
+sends it) for a small and a large model, and prints one table per model.
+
+    python bench/view_cost.py
+"""
+import argparse
+import time
+
+import plotly.io as pio
+import torch
+
+from deeprnn import charts
+from deeprnn.config import preset
+from deeprnn.session import ViewSettings, compute_views, saturation_records
+from deeprnn.train import Trainer
+
+
+def timed(fn, repeat: int = 5) -> tuple[float, object]:
+    """Median milliseconds of `repeat` calls, and the last result."""
+    times, result = [], None
+    for _ in range(repeat):
+        started = time.perf_counter()
+        result = fn()
+        times.append((time.perf_counter() - started) * 1000)
+    return sorted(times)[len(times) // 2], result
+
+
+def snapshot_for(trainer: Trainer, probe, samples):
+    """A Snapshot-like object with the trained history, as the page receives it."""
+    from deeprnn.session import Snapshot
+    return Snapshot(1, "bench", trainer.config, "running", metrics=trainer.metrics.records(),
+                    evals=trainer.evals.records(), events=tuple(trainer.events), probe=probe, samples=samples,
+                    saturation=tuple(saturation_records(probe, trainer.config.cell)))
+
+
+def measure(config) -> list[tuple[str, float]]:
+    trainer = Trainer(config)
+    steps = trainer.steps()
+    for _ in range(30):
+        next(steps)
+    step_ms, _ = timed(lambda: next(steps), repeat=10)
+    views = ViewSettings()
+    views_ms, (probe, samples) = timed(lambda: compute_views(trainer, views))
+    trainer.report()
+    snap = snapshot_for(trainer, probe, samples)
+    figures = {
+        "curves": lambda: charts.curves_figure(snap),
+        "hidden-state heatmaps": lambda: charts.heatmaps_figure(probe),
+        "gate heatmaps": lambda: charts.gates_figure(probe, next(iter(probe.gates[0]))),
+        "saturation scatter": lambda: charts.saturation_figure(probe, config.cell, "forget"),
+        "saturation history": lambda: charts.saturation_history_figure(snap.saturation, "forget"),
+        "gradient flow": lambda: charts.gradient_figure(snap.metrics),
+        "clipped fraction": lambda: charts.clipped_figure(snap.metrics),
+        "comparison": lambda: charts.comparison_figure([snap]),
+    }
+    rows = [("one training step (worker thread)", step_ms),
+            ("probe + greedy and sampled text (worker, every 2 s)", views_ms)]
+    total = 0.0
+    for name, build in figures.items():
+        ms, _ = timed(lambda: pio.to_json(build(), validate=False))
+        rows.append((f"{name}: build + JSON (page)", ms))
+        total += ms
+    rows.append(("all figures of one page refresh", total))
+    return rows
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    for layers, hidden in ((2, 128), (8, 512)):
+        config = preset("fast", layers=layers, hidden=hidden, max_tokens=60_000)
+        print(f"\nLSTM {layers} x {hidden}, batch {config.batch}, steps {config.steps}, {args.threads} threads")
+        print("| view | ms (median) |\n| --- | --- |")
+        for name, ms in measure(config):
+            print(f"| {name} | {ms:.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""Hostile uploads and settings: every one ends in a clean result or a clean error, never a crash."""
+import random
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from deeprnn.batches import TooShortError, check_length
+from deeprnn.cli import main
+from deeprnn.config import RunConfig
+from deeprnn.controls import text_from_upload
+from deeprnn.corpus import MAX_TEXT_BYTES, CorpusError, corpus_from_text, read_text_file
+
+CLEAN_ERRORS = (CorpusError, TooShortError)
+
+
+def load_upload(data: bytes, tokens: str = "char"):
+    """What the page does with an upload, up to the corpus the worker will train on."""
+    text, notice = text_from_upload("upload.txt", data)
+    config = RunConfig(corpus="text", text=text, tokens=tokens, batch=4, steps=8)
+    corpus = corpus_from_text(text, config)
+    check_length(len(corpus.train), config.batch, config.steps)
+    return corpus, notice
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=4000), st.sampled_from(["char", "word"]))
+def test_random_bytes_give_a_corpus_or_a_clean_error(data, tokens):
+    try:
+        corpus, _ = load_upload(data, tokens)
+    except CLEAN_ERRORS as err:
+        assert str(err)
+    else:
+        assert len(corpus.vocab) >= 2 and corpus.train
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"", "empty"),
+    (b"   \n\t  \n", "empty"),
+    (b"\x00\x01\x02binary\x00", "binary"),
+    (b"12345 67890 !!!", "no letters"),
+    (b"a short text", "needs at least"),
+])
+def test_bad_uploads_say_what_is_wrong(data, message):
+    with pytest.raises(CLEAN_ERRORS, match=message):
+        load_upload(data)
+
+
+def test_invalid_utf8_is_replaced_with_a_notice():
+    data = ("the time machine " * 20).encode() + b"\xff\xfe\xfa" + b" more text" * 5
+    corpus, notice = load_upload(data)
+    assert "3 invalid UTF-8 byte sequences were replaced" in notice or "invalid UTF-8" in notice
+
+
+def test_too_short_message_names_the_minimum():
+    with pytest.raises(TooShortError, match=r"batch 4 x steps 8 needs at least 41"):
+        check_length(40, 4, 8)
+
+
+def test_oversized_file_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    big = tmp_path / "big.txt"
+    with open(big, "wb") as f:
+        f.truncate(MAX_TEXT_BYTES + 1)  # sparse: 50 MB on paper, nothing on disk
+    monkeypatch.setattr(type(big), "read_bytes", lambda self: pytest.fail("the file was read"))
+    with pytest.raises(CorpusError, match="the limit is 50 MB"):
+        read_text_file(big)
+    with pytest.raises(CorpusError, match="the limit is 50 MB"):
+        text_from_upload("big.txt", b"x" * (MAX_TEXT_BYTES + 1))
+
+
+def test_huge_word_vocabulary_is_capped_with_a_notice():
+    rng = random.Random(0)
+    words = ["".join(rng.choice("abcdefghij") for _ in range(6)) for _ in range(30_000)]
+    config = RunConfig(corpus="text", text=" ".join(words), tokens="word", max_vocab=1000)
+    corpus = corpus_from_text(config.text, config)
+    assert len(corpus.vocab) == 1000 and any("capped" in n for n in corpus.notices)
+
+
+CONFIG_FLAGS = {
+    "--layers": st.integers(-3, 12), "--hidden": st.integers(-4, 40), "--dropout": st.floats(-1, 2),
+    "--lr": st.floats(-1, 200) | st.sampled_from([float("nan"), float("inf")]), "--batch": st.integers(-2, 40),
+    "--steps": st.integers(-2, 40), "--embedding": st.integers(-2, 20), "--clip": st.floats(-1, 10),
+    "--val-fraction": st.floats(-0.5, 1.0), "--cell": st.sampled_from(["rnn", "gru", "lstm", "tcn", ""]),
+    "--tokens": st.sampled_from(["char", "word", "byte"]), "--max-tokens": st.integers(-5, 3000),
+    "--optimizer": st.sampled_from(["sgd", "adam", "lion"]), "--seed": st.integers(-5, 2**32),
+}
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.dictionaries(st.sampled_from(sorted(CONFIG_FLAGS)), st.none(), max_size=6).flatmap(
+    lambda keys: st.fixed_dictionaries({k: CONFIG_FLAGS[k] for k in keys})))
+def test_random_cli_configs_train_or_fail_cleanly(capsys, flags):
+    argv = ["train", "--epochs", "1", "--device", "cpu", "--max-tokens", "1500", "--hidden", "8"]
+    for flag, value in flags.items():
+        argv += [flag, str(value)]
+    status = main(argv)
+    out, err = capsys.readouterr()
+    assert status in (0, 2, 3), status
+    assert "Traceback" not in err
+    if status == 2:
+        assert err.strip().splitlines()[-1].startswith("error: ")
+    if status == 0:
+        assert out.startswith("perplexity ")
