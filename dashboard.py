@@ -7,7 +7,9 @@ from deeprnn import introspect
 from deeprnn.batches import TooShortError
 from deeprnn.config import ConfigError
 from deeprnn.corpus import CorpusError
+from deeprnn.rundir import RunDirError, read_run_dir
 from deeprnn.session import SessionError, TrainingSession
+from deeprnn.snapshot import IDLE
 
 st.set_page_config(page_title="deeprnn: watch a deep RNN learn", layout="wide")
 state = st.session_state
@@ -42,6 +44,17 @@ def user_text():
     return text
 
 
+def current_snapshot():
+    """The watched run directory's run, else this tab's active or latest run."""
+    if state.watch_dir:
+        try:
+            return read_run_dir(state.watch_dir)
+        except RunDirError as err:
+            st.error(str(err))
+            return IDLE
+    return session.snapshot()
+
+
 def start_run():
     if state.corpus_source == "upload" and state.get("upload") is None:
         state.flash = "Upload a .txt file first, or choose another corpus."
@@ -50,7 +63,8 @@ def start_run():
     if state.corpus_source in ("upload", "paste") and text is None:
         return
     try:
-        session.start(ctl.config_from_values(dict(state), text))
+        config = ctl.config_from_values(dict(state), text)
+        session.start(config, ctl.run_dir_for(state.write_dir, config) if state.write_dir else None)
     except (ConfigError, SessionError, CorpusError, TooShortError) as err:
         state.flash = str(err)
 
@@ -81,11 +95,17 @@ with st.sidebar:
     st.selectbox("Preset", list(ctl.PRESET_LABELS), format_func=ctl.PRESET_LABELS.get, key="preset",
                  on_change=apply_preset)
     snapshot = session.snapshot()
+    watching = bool(state.watch_dir)
     start_col, pause_col, stop_col = st.columns(3)
-    start_col.button("Start", type="primary", on_click=start_run, width="stretch")
+    start_col.button("Start", type="primary", on_click=start_run, disabled=watching, width="stretch")
     pause_col.button("Resume" if snapshot.status == "paused" else "Pause", on_click=toggle_pause,
-                     disabled=not snapshot.active, width="stretch")
-    stop_col.button("Stop", on_click=session.stop, disabled=not snapshot.active, width="stretch")
+                     disabled=watching or not snapshot.active, width="stretch")
+    stop_col.button("Stop", on_click=session.stop, disabled=watching or not snapshot.active, width="stretch")
+    with st.expander("Run directories"):
+        st.text_input("Watch a run directory", key="watch_dir", placeholder="runs/my-torchrun",
+                      help="Show a run that a CLI or torchrun process is writing (read-only).")
+        st.text_input("Write new runs under", key="write_dir", placeholder="runs",
+                      help="Each run started here also keeps a run directory in this folder.")
 
     st.subheader("Corpus")
     st.radio("Text", list(ctl.CORPUS_LABELS), format_func=ctl.CORPUS_LABELS.get, key="corpus_source",
@@ -131,7 +151,9 @@ if notice := state.pop("notice", None):
 
 @st.fragment(run_every=1.0)
 def live_views():
-    snap = session.snapshot()
+    snap = current_snapshot()
+    if state.watch_dir:
+        st.info(f"Watching the run directory `{state.watch_dir}` (read-only). Clear the field to train here.")
     if state.get("last_status") not in (None, snap.status) and snap.run_id == state.get("last_run"):
         state.last_status = snap.status
         st.rerun()  # the sidebar's buttons follow the run's state
@@ -150,12 +172,12 @@ def live_views():
 
 
 def status_bar(snap):
-    st.markdown(f"### {snap.name} · `{snap.status}`" if snap.run_id else "### Watch a deep RNN learn")
+    st.markdown(f"### {snap.name} · `{snap.status}`" if snap.config else "### Watch a deep RNN learn")
     for notice in snap.notices:
         st.warning(notice)
     if snap.message:
         (st.error if snap.status == "failed" else st.warning)(snap.message, icon="⚠️")
-    if not snap.run_id:
+    if snap.config is None:
         return
     budget = snap.config.epochs
     st.progress(min(snap.epoch / budget, 1.0), text=f"epoch {snap.epoch} / {budget} · step {snap.step:,} · "
@@ -223,7 +245,7 @@ live_views()
 
 @st.fragment(run_every=2.0)
 def inside_the_network():
-    snap = session.snapshot()
+    snap = current_snapshot()
     if snap.probe is None:
         return
     st.subheader("Inside the network")

@@ -10,6 +10,7 @@ and prints tokens/s, perplexity after the last epoch, and the ratio.
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -45,7 +46,7 @@ def run_pair(device: str, epochs: int, reference: Path, threads: int) -> tuple[d
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--repeat", type=int, default=2, help="alternating pairs per device")
+    parser.add_argument("--repeat", type=int, default=3, help="alternating pairs per device")
     parser.add_argument("--reference", type=Path, default=REFERENCE)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     args = parser.parse_args()
@@ -63,7 +64,7 @@ def main():
             ratios.append(ratio)
             print(f"| {device} | {i + 1} | {book['tokens_per_s']:,.0f} | {ours['tokens_per_s']:,.0f} | "
                   f"{ratio:.2f}x | {book['perplexity']:.3f} | {ours['perplexity']:.3f} |", flush=True)
-        print(f"| {device} | median | | | {sorted(ratios)[len(ratios) // 2]:.2f}x | | |")
+        print(f"| {device} | median | | | {statistics.median(ratios):.2f}x | | |")
 
 
 if __name__ == "__main__":

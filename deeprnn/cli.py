@@ -2,15 +2,22 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 import time
+from pathlib import Path
+
+import torch
 
 from .batches import TooShortError
 from .checkpoint import CheckpointError
 from .config import CHOICES, PRESETS, ConfigError, RunConfig, preset
 from .corpus import CorpusError
 from .generate import continue_text
+from .rundir import CHECKPOINT, RunDirWriter
+from .session import ViewSettings, compute_views
 from .train import Diverged, Trainer, device_label, model_from_checkpoint
 
 EXIT_BAD_INPUT, EXIT_DIVERGED = 2, 3
@@ -56,7 +63,8 @@ def build_parser() -> Parser:
     train.add_argument("--report-every", type=int, help="minibatches between report points (0: per epoch)")
     train.add_argument("--eval-every", type=int, help="minibatches between held-out evaluations (0: per epoch)")
     train.add_argument("--save", help="write a checkpoint here at the end (and on divergence)")
-    train.add_argument("--resume", help="continue from this checkpoint")
+    train.add_argument("--resume", help="continue from this checkpoint, or from a run directory's")
+    train.add_argument("--run-dir", help="keep a run directory here (metrics, probe, samples, checkpoint)")
     train.add_argument("--json", action="store_true", help="end with one JSON line of results")
     generate = commands.add_parser("generate", help="continue a prefix from a checkpoint")
     generate.add_argument("--checkpoint", required=True)
@@ -68,7 +76,7 @@ def build_parser() -> Parser:
     return parser
 
 
-NOT_CONFIG = {"command", "preset", "save", "resume", "json"}
+NOT_CONFIG = {"command", "preset", "save", "resume", "run_dir", "json"}
 
 
 def explicit_overrides(args) -> dict:
@@ -78,38 +86,78 @@ def explicit_overrides(args) -> dict:
 def make_trainer(args) -> Trainer:
     overrides = explicit_overrides(args)
     if args.resume:
-        return Trainer.resume(args.resume, **overrides)
+        path = Path(args.resume)
+        return Trainer.resume(path / CHECKPOINT if path.is_dir() else path, **overrides)
     return Trainer(preset(args.preset, **overrides) if args.preset else RunConfig(**overrides))
 
 
+@contextlib.contextmanager
+def distributed():
+    """Under torchrun (WORLD_SIZE > 1): join the process group, NCCL on GPUs, gloo on CPUs."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        yield
+        return
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    try:
+        yield
+    finally:
+        torch.distributed.destroy_process_group()
+
+
 def train(args) -> int:
-    trainer = make_trainer(args)
+    with distributed():
+        trainer = make_trainer(args)
+        lead = trainer.rank == 0  # only the first process speaks and writes
+        writer = RunDirWriter(args.run_dir, trainer) if args.run_dir and lead else None
+        if lead:
+            announce(trainer)
+        status = run_to_the_end(trainer, writer, verbose=lead)
+        if args.save and lead:
+            trainer.save(args.save)
+        if status == 0 and lead:
+            print_results(trainer, args.json)
+        return status
+
+
+def announce(trainer: Trainer) -> None:
     for notice in trainer.corpus.notices:
         print(f"notice: {notice}", file=sys.stderr)
     cfg = trainer.config
     print(f"training {cfg.cell.upper()} x{cfg.layers} h{cfg.hidden} on {trainer.corpus.name} "
           f"({len(trainer.corpus.train)} train / {len(trainer.corpus.val)} held-out tokens, "
-          f"{trainer.parameter_count:,} parameters) on {device_label(trainer.device)}", file=sys.stderr)
-    every = max(1, cfg.epochs // 10)
+          f"{trainer.parameter_count:,} parameters) on {device_label(trainer.device)}"
+          + (f" x {trainer.world} processes" if trainer.world > 1 else ""), file=sys.stderr)
+
+
+def run_to_the_end(trainer: Trainer, writer: RunDirWriter | None, verbose: bool) -> int:
+    """Train through the epoch budget; 0 when done, EXIT_DIVERGED when the loss blew up."""
+    every = max(1, trainer.config.epochs // 10)
     started = time.perf_counter()
     try:
         for report in trainer.steps():
-            if report and report.get("end_of_epoch") and (trainer.epoch % every == 0 or trainer.epoch == cfg.epochs):
+            if report and writer:
+                end = report.get("end_of_epoch", False)
+                probe, samples = compute_views(trainer, ViewSettings()) if end else (None, None)
+                writer.update(trainer, "running", probe, samples, checkpoint=end)
+            if verbose and report and report.get("end_of_epoch") and (
+                    trainer.epoch % every == 0 or trainer.epoch == trainer.config.epochs):
                 print(progress_line(trainer, report, time.perf_counter() - started), file=sys.stderr)
     except Diverged as err:
-        if args.save:
-            trainer.save(args.save)
-        print(f"error: {err}", file=sys.stderr)
+        if writer:
+            writer.update(trainer, "failed", checkpoint=True, message=str(err))
+        if verbose:
+            print(f"error: {err}", file=sys.stderr)
         return EXIT_DIVERGED
-    if args.save:
-        trainer.save(args.save)
-    print_results(trainer, args.json)
+    if writer:
+        writer.update(trainer, "finished", *compute_views(trainer, ViewSettings()), checkpoint=True)
     return 0
 
 
 def progress_line(trainer: Trainer, report: dict, wall: float) -> str:
     val = report.get("val_ppl")
-    return (f"epoch {trainer.epoch}/{trainer.config.epochs}  perplexity {report.get('ppl', float('nan')):.2f}"
+    return (f"epoch {trainer.epoch}/{trainer.config.epochs}  perplexity {trainer.perplexity():.2f}"
             + (f"  held-out {val:.2f}" if val else "")
             + f"  {trainer.tokens_per_s():,.0f} tokens/s  {wall:.0f}s")
 

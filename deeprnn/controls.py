@@ -5,6 +5,9 @@ between that dict, the presets and the one validated RunConfig.
 """
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import torch
 
 from .config import PRESETS, RunConfig, preset
@@ -49,7 +52,8 @@ def initial_values() -> dict:
     views = ViewSettings()
     return {**preset_values("fast"), "corpus_source": "timemachine", "pasted": "", "probe_text": views.probe_text,
             "prefix": views.prefix, "temperature": views.temperature, "heatmap_count": 32,
-            "heatmap_units": "most active", "unit_layer": 1, "unit_index": 0, "use_best": False}
+            "heatmap_units": "most active", "unit_layer": 1, "unit_index": 0, "use_best": False,
+            "watch_dir": "", "write_dir": ""}
 
 
 def config_from_values(values: dict, text: str | None = None) -> RunConfig:
@@ -59,6 +63,12 @@ def config_from_values(values: dict, text: str | None = None) -> RunConfig:
     corpus = {"upload": "text", "paste": "text"}.get(source, source)
     return RunConfig(**{**PRESETS[values["preset"]], **chosen, "corpus": corpus,
                         "text": text if corpus == "text" else None})
+
+
+def run_dir_for(base: str, config: RunConfig) -> str:
+    """A fresh run directory under `base`, named by time and architecture."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return str(Path(base) / f"{stamp}-{config.cell}x{config.layers}-h{config.hidden}")
 
 
 def text_from_upload(name: str, data: bytes) -> tuple[str, str | None]:

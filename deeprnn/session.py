@@ -26,6 +26,8 @@ from .config import RunConfig
 from .generate import continue_text
 from .history import BoundedHistory
 from .introspect import layer_saturation, trace
+from .rundir import RunDirWriter
+from .snapshot import IDLE, Probe, Samples, Snapshot, run_name
 from .train import Diverged, Trainer, device_label
 
 DEFAULT_PROBE = ("the time traveller for so it will be convenient to speak of him was expounding "
@@ -42,71 +44,6 @@ class SessionError(RuntimeError):
     pass
 
 
-@dataclass(frozen=True)
-class Probe:
-    """Every layer's states over the probe text, as taken at `step`."""
-
-    step: int
-    tokens: tuple[str, ...]
-    hidden: tuple[np.ndarray, ...]  # per layer (T, H), layer 1 first
-    cell: tuple[np.ndarray, ...] | None  # LSTM cell states, same shapes
-    gates: tuple[dict, ...]  # per layer {gate name: (T, H)}
-
-
-@dataclass(frozen=True)
-class Samples:
-    step: int
-    prefix: str
-    temperature: float
-    greedy: str
-    sampled: str
-    from_best: bool = False
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """Everything the page draws for one run, as of one moment. Never mutated."""
-
-    run_id: int
-    name: str
-    config: RunConfig | None
-    status: str  # idle | starting | running | paused | finished | stopped | failed
-    message: str | None = None
-    epoch: int = 0
-    step: int = 0
-    tokens: int = 0
-    tokens_per_s: float = 0.0
-    elapsed: float = 0.0
-    eta: float | None = None
-    device: str = ""
-    parameters: int = 0
-    metrics: tuple = ()
-    evals: tuple = ()
-    events: tuple = ()
-    best: dict | None = None  # {"val_ppl", "step", "tokens"} of the kept best weights
-    probe: Probe | None = None
-    samples: Samples | None = None
-    notices: tuple = ()
-    saturation: tuple = ()  # per probe, layer and gate: mean fraction left / right saturated
-    view_seconds: float = 0.0  # time spent on probes and samples, for the cost of the views
-    train_seconds: float = 0.0
-
-    @property
-    def active(self) -> bool:
-        return self.status in ("starting", "running", "paused")
-
-    @property
-    def best_val_ppl(self) -> float | None:
-        return self.best["val_ppl"] if self.best else None
-
-
-IDLE = Snapshot(run_id=0, name="no run yet", config=None, status="idle")
-
-
-def run_name(config: RunConfig) -> str:
-    return f"{config.cell.upper()} x{config.layers} h{config.hidden} lr{config.lr:g}"
-
-
 @dataclass
 class ViewSettings:
     """What the views show; changed by commands, read by the worker."""
@@ -121,8 +58,8 @@ class ViewSettings:
 class _Run:
     """A run's mutable parts. Only its worker thread touches `trainer` while the thread lives."""
 
-    def __init__(self, run_id: int, config: RunConfig, views: ViewSettings):
-        self.id, self.config = run_id, config
+    def __init__(self, run_id: int, config: RunConfig, views: ViewSettings, run_dir=None):
+        self.id, self.config, self.run_dir = run_id, config, run_dir
         self.commands: queue.Queue = queue.Queue()
         self.views = ViewSettings(**vars(views))
         self.snapshot = Snapshot(run_id, run_name(config), config, "starting")
@@ -158,14 +95,16 @@ class TrainingSession:
         _live_sessions.add(self)
 
     # --- commands ------------------------------------------------------------------------------
-    def start(self, config: RunConfig) -> int:
-        """Begin a run; an active one is stopped first and kept in the history."""
+    def start(self, config: RunConfig, run_dir=None) -> int:
+        """Begin a run; an active one is stopped first and kept in the history.
+
+        With `run_dir`, the run also keeps a run directory there (see rundir.py)."""
         with self._control:
             self._stop_active(STOP_TIMEOUT_S)
             if not _worker_slots.acquire(blocking=False):
                 raise SessionError(f"too many runs on this server (at most {MAX_WORKERS} train at once); "
                                    "stop a run in another tab or try again shortly")
-            run = _Run(next(self._ids), config, self.views)
+            run = _Run(next(self._ids), config, self.views, run_dir)
             run.thread = threading.Thread(target=self._work, args=(run,), name=f"deeprnn-run-{run.id}",
                                           daemon=True)
             run.thread.start()
@@ -370,6 +309,8 @@ class _Worker:
         self.message: str | None = None
         self.status = "starting"
         self.trainer: Trainer | None = None
+        self.writer: RunDirWriter | None = None
+        self.written_probe, self.checkpointed_epoch = None, 0
         self.started = time.perf_counter()
         self.paused_seconds, self.paused_at = 0.0, None
         self.probe = self.samples = None
@@ -381,6 +322,8 @@ class _Worker:
         try:
             self.trainer = Trainer(self.run.config)
             self.run.trainer = self.trainer
+            if self.run.run_dir:
+                self.writer = RunDirWriter(self.run.run_dir, self.trainer)
             self.status = "running"
             self.refresh_views()
             self.publish()
@@ -485,6 +428,8 @@ class _Worker:
         elapsed = time.perf_counter() - self.started - self.paused_seconds - paused_now
         last = t.metrics.last()
         speed = last["tokens_per_s"] if last else 0.0
+        if self.writer:  # first, so that a reader who sees the new snapshot finds the directory as new
+            self.write_run_dir()
         self.run.snapshot = Snapshot(
             run_id=self.run.id, name=run_name(t.config), config=t.config, status=self.status,
             message=self.message, epoch=t.epoch, step=t.step, tokens=t.tokens, tokens_per_s=speed,
@@ -493,6 +438,16 @@ class _Worker:
             best=None if t.best is None else {k: v for k, v in t.best.items() if k != "weights"},
             probe=self.probe, samples=self.samples, notices=t.corpus.notices, saturation=self.saturation.records(),
             view_seconds=self.view_seconds, train_seconds=t.train_seconds)
+
+    def write_run_dir(self) -> None:
+        """Mirror the run into its directory: new metric lines always, views when fresh, a checkpoint
+        once per epoch and at the end."""
+        fresh = self.probe is not self.written_probe
+        ended = self.status in ("finished", "stopped", "failed")
+        checkpoint = ended or self.trainer.epoch != self.checkpointed_epoch
+        self.writer.update(self.trainer, self.status, self.probe if fresh else None, self.samples if fresh else None,
+                           checkpoint=checkpoint, message=self.message)
+        self.written_probe, self.checkpointed_epoch = self.probe, self.trainer.epoch
 
 
 def _eta(trainer: Trainer, tokens_per_s: float) -> float | None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import random
 import time
 
@@ -35,14 +36,23 @@ class Diverged(RuntimeError):
         self.step = step
 
 
-def resolve_device(name: str) -> torch.device:
-    """`auto` picks CUDA, then Apple's MPS, then the CPU."""
+def resolve_device(name: str, distributed: bool = False) -> torch.device:
+    """`auto` picks CUDA, then Apple's MPS, then the CPU; under torchrun, this process's GPU."""
     cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
     if name == "auto":
-        return torch.device("cuda" if cuda else "mps" if mps else "cpu")
+        name = "cuda" if cuda else "mps" if mps else "cpu"
     if (name == "cuda" and not cuda) or (name == "mps" and not mps):
         raise ConfigError("device", f"is {name}, but no {name.upper()} device is available here")
+    if name == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) if distributed else 0)
     return torch.device(name)
+
+
+def distributed_rank_and_size() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
 
 
 def device_label(device: torch.device) -> str:
@@ -77,12 +87,18 @@ class Trainer:
 
     def __init__(self, config: RunConfig, corpus: Corpus | None = None):
         self.config = config
-        self.device = resolve_device(config.device)
+        self.rank, self.world = distributed_rank_and_size()
+        if config.batch % self.world:
+            raise ConfigError("batch", f"must be divisible by the {self.world} processes (got {config.batch})")
+        self.device = resolve_device(config.device, self.world > 1)
         self.corpus = corpus or build_corpus(config)
         check_length(len(self.corpus.train), config.batch, config.steps)
         torch.manual_seed(config.seed)
         self.model = StackedRNN(len(self.corpus.vocab), config.cell, config.layers, config.hidden,
                                 config.embedding, config.dropout).to(self.device)
+        # Under torchrun each process trains its own contiguous rows of the batch, so the sequential
+        # scheme's state stays with its rows; DDP averages the gradients: one global-batch step.
+        self.forward = torch.nn.parallel.DistributedDataParallel(self.model) if self.world > 1 else self.model
         self.optimizer = make_optimizer(config, self.model.parameters())
         self.train_ids = torch.tensor(self.corpus.train, device=self.device)
         self.val_ids = torch.tensor(self.corpus.val, device=self.device) if len(self.corpus.val) > 1 else None
@@ -144,6 +160,7 @@ class Trainer:
             rng = random.Random(cfg.seed + self.epoch)
             state = None
             for x, y in ITERATORS[cfg.iterator](self.train_ids, cfg.batch, cfg.steps, rng):
+                x, y = self._my_rows(x), self._my_rows(y)
                 started = time.perf_counter()
                 state = self._train_step(x, y, state)
                 self.train_seconds += time.perf_counter() - started
@@ -155,6 +172,10 @@ class Trainer:
             self.epoch += 1
             yield {**self._report_and_evaluate(), "end_of_epoch": True}
 
+    def _my_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        share = rows.shape[0] // self.world
+        return rows[self.rank * share:(self.rank + 1) * share] if self.world > 1 else rows
+
     def _train_step(self, x, y, state):
         if state is None or self.config.iterator == "random":
             state = self.model.begin_state(x.shape[0], self.device)
@@ -162,7 +183,7 @@ class Trainer:
             state = detach_state(state)
         if self.config.schedule != "constant":
             self._apply_schedule()
-        logits, state = self.model(x, state)
+        logits, state = self.forward(x, state)
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.T.reshape(-1))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -175,13 +196,13 @@ class Trainer:
         self._pending_losses.append(loss.detach())
         self._pending_norms.append(norms.detach())
         self.step += 1
-        self.tokens += y.numel()
+        self.tokens += y.numel() * self.world
         return state
 
     def _report_and_evaluate(self) -> dict:
         """A report point with the held-out perplexity (None without a held-out split)."""
         report = self.report() or {"step": self.step, "epoch": self.epoch}
-        val_ppl = self.evaluate()
+        val_ppl = self.evaluate() if self.rank == 0 else None  # the other processes train on
         if val_ppl is not None:
             record = {"step": self.step, "epoch": self.epoch, "tokens": self.tokens,
                       "seconds": self.train_seconds, "val_loss": math.log(val_ppl), "val_ppl": val_ppl}
@@ -203,7 +224,10 @@ class Trainer:
             self.train_seconds += time.perf_counter() - started
 
     def _record_point(self) -> dict:
-        losses = torch.stack(self._pending_losses).float().cpu()
+        losses = torch.stack(self._pending_losses).float()
+        if self.world > 1:  # every process sees the global loss, so all agree on divergence
+            torch.distributed.all_reduce(losses, op=torch.distributed.ReduceOp.AVG)
+        losses = losses.cpu()
         param_norms = torch.stack(self._pending_norms).float().cpu()  # (steps, parameters)
         norms = param_norms.square().sum(1).sqrt()  # the global norm before clipping, per step
         first_step = self.step - len(losses) + 1

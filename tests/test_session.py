@@ -213,3 +213,15 @@ def test_two_sessions_train_at_once(config):
     finally:
         a.close()
         b.close()
+
+
+def test_a_page_run_keeps_a_run_directory_when_asked(session, config, tmp_path):
+    from deeprnn.rundir import read_run_dir
+    session.start(config.replace(epochs=2), run_dir=tmp_path / "page-run")
+    wait_for(lambda: session.snapshot().status == "finished")
+    watched = read_run_dir(tmp_path / "page-run")
+    live = session.snapshot()
+    assert watched.status == "finished" and watched.step == live.step
+    assert [r["step"] for r in watched.metrics] == [r["step"] for r in live.metrics]
+    assert len(watched.probe.hidden) == 2 and watched.samples is not None
+    assert main(["generate", "--checkpoint", str(tmp_path / "page-run" / "checkpoint.pt"), "--length", "3"]) == 0

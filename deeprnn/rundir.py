@@ -1,0 +1,152 @@
+"""A run directory: the shared record of a run, written while it trains and readable at any time.
+
+    config.json       the RunConfig
+    metrics.jsonl     append-only, one JSON object a line: {"kind": "train"|"eval"|"event", ...}
+    status.json       counters and state, replaced atomically
+    probe.npz         the latest probe (states and gates per layer), replaced atomically
+    samples.json      the latest samples, replaced atomically
+    checkpoint.pt     the latest checkpoint, replaced atomically (resume with --resume DIR)
+
+Whole files are written beside their target and renamed; metric lines are appended with one write
+each, and a reader ignores a last line that has no newline yet, so it never sees half a record.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .config import RunConfig
+from .history import BoundedHistory
+from .snapshot import Probe, Samples, Snapshot, run_name
+from .train import Trainer, device_label
+
+CHECKPOINT = "checkpoint.pt"
+
+
+class RunDirError(ValueError):
+    pass
+
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _write_json(path: Path, value) -> None:
+    _atomic_write(path, lambda f: f.write(json.dumps(value).encode()))
+
+
+class RunDirWriter:
+    """Mirrors a Trainer into a run directory; call `update` at report points."""
+
+    def __init__(self, path, trainer: Trainer):
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.started = time.time()
+        _write_json(self.path / "config.json", {k: v for k, v in trainer.config.to_dict().items() if k != "text"})
+        # Resuming appends after what the directory already holds.
+        self.written = {"train": trainer.metrics.total, "eval": trainer.evals.total, "event": len(trainer.events)}
+
+    def update(self, trainer: Trainer, status: str, probe: Probe | None = None, samples: Samples | None = None,
+               checkpoint: bool = False, message: str | None = None) -> None:
+        self._append_new(trainer)
+        if probe is not None:
+            _atomic_write(self.path / "probe.npz", lambda f: np.savez(f, **_probe_arrays(probe)))
+        if samples is not None:
+            _write_json(self.path / "samples.json", samples.__dict__)
+        if checkpoint:
+            trainer.save(self.path / CHECKPOINT)
+        last = trainer.metrics.last()
+        _write_json(self.path / "status.json", {
+            "status": status, "message": message, "epoch": trainer.epoch, "step": trainer.step,
+            "tokens": trainer.tokens, "tokens_per_s": last["tokens_per_s"] if last else 0.0,
+            "elapsed": time.time() - self.started, "device": device_label(trainer.device),
+            "processes": trainer.world, "parameters": trainer.parameter_count,
+            "best": None if trainer.best is None else {k: trainer.best[k] for k in ("val_ppl", "step", "tokens")}})
+
+    def _append_new(self, trainer: Trainer) -> None:
+        lines = []
+        for kind, history in (("train", trainer.metrics), ("eval", trainer.evals)):
+            new = history.total - self.written[kind]
+            if new > 0:
+                lines += [{"kind": kind, **row} for row in history.records()[-new:]]
+                self.written[kind] = history.total
+        for event in trainer.events[self.written["event"]:]:
+            lines.append({"kind": "event", **event})
+        self.written["event"] = len(trainer.events)
+        if lines:
+            with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as f:
+                f.write("".join(json.dumps(line) + "\n" for line in lines))
+
+
+def _probe_arrays(probe: Probe) -> dict:
+    arrays = {"step": np.array(probe.step), "tokens": np.array(probe.tokens, dtype=str)}
+    for layer, hidden in enumerate(probe.hidden):
+        arrays[f"hidden_{layer}"] = hidden
+        if probe.cell is not None:
+            arrays[f"cell_{layer}"] = probe.cell[layer]
+        for gate, values in probe.gates[layer].items():
+            arrays[f"gate_{layer}_{gate}"] = values
+    return arrays
+
+
+def _read_probe(path: Path) -> Probe | None:
+    if not path.is_file():
+        return None
+    with np.load(path) as data:
+        layers = sum(1 for key in data.files if key.startswith("hidden_"))
+        gates = tuple({key.split("_", 2)[2]: data[key] for key in data.files if key.startswith(f"gate_{layer}_")}
+                      for layer in range(layers))
+        cell = tuple(data[f"cell_{i}"] for i in range(layers)) if "cell_0" in data.files else None
+        return Probe(int(data["step"]), tuple(str(t) for t in data["tokens"]),
+                     tuple(data[f"hidden_{i}"] for i in range(layers)), cell, gates)
+
+
+def read_metrics(path: Path) -> dict[str, list]:
+    """Complete lines of metrics.jsonl by kind; a half-written last line is left for later."""
+    rows = {"train": [], "eval": [], "event": []}
+    if not path.is_file():
+        return rows
+    for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
+        if not line.endswith("\n"):
+            break
+        row = json.loads(line)
+        rows[row.pop("kind")].append(row)
+    for kind in ("train", "eval"):  # a resumed run rewrites the steps after its checkpoint: last wins
+        by_step = {row["step"]: row for row in rows[kind]}
+        rows[kind] = [by_step[step] for step in sorted(by_step)]
+    return rows
+
+
+def read_run_dir(path) -> Snapshot:
+    """The run directory as a Snapshot, for the same views as a run in this process."""
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise RunDirError(f"{path} is not a deeprnn run directory (no config.json)")
+    try:
+        config = RunConfig.from_dict(json.loads((path / "config.json").read_text()))
+        status = json.loads((path / "status.json").read_text()) if (path / "status.json").is_file() else {}
+        rows = read_metrics(path / "metrics.jsonl")
+        samples = Samples(**json.loads((path / "samples.json").read_text())) if (path / "samples.json").is_file() else None
+        probe = _read_probe(path / "probe.npz")
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise RunDirError(f"{path} could not be read: {err}") from err
+    return Snapshot(
+        run_id=0, name=f"{run_name(config)} · {path.name}", config=config, status=status.get("status", "starting"),
+        message=status.get("message"), epoch=status.get("epoch", 0), step=status.get("step", 0),
+        tokens=status.get("tokens", 0), tokens_per_s=status.get("tokens_per_s", 0.0),
+        elapsed=status.get("elapsed", 0.0), device=status.get("device", ""), parameters=status.get("parameters", 0),
+        metrics=BoundedHistory(records=rows["train"]).records(), evals=BoundedHistory(records=rows["eval"]).records(),
+        events=tuple(rows["event"]),
+        best=status.get("best"), probe=probe, samples=samples)
