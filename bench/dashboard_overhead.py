@@ -74,12 +74,25 @@ def page_tokens_per_s(seconds: float, threads: int) -> float:
             start, tokens_start = time.perf_counter(), read_tokens(page)
             time.sleep(seconds)
             tokens_end, end = read_tokens(page), time.perf_counter()
+            respond = layers_to_first_point(page)
             browser.close()
         assert first
-        return (tokens_end - tokens_start) / (end - start)
+        return (tokens_end - tokens_start) / (end - start), respond
     finally:
         server.terminate()
         server.wait(10)
+
+
+def layers_to_first_point(page) -> float:
+    """Seconds from moving Layers (2 to 3) to the new run's first curve point on screen."""
+    slider = page.get_by_role("slider", name="Layers")
+    slider.focus()
+    started = time.perf_counter()
+    slider.press("ArrowRight")
+    page.get_by_text("LSTM x3").first.wait_for(timeout=30_000)
+    wait_for_tokens(page, minimum=1)
+    page.locator(".st-key-curves path.js-line").first.wait_for(timeout=30_000)
+    return time.perf_counter() - started
 
 
 def read_tokens(page) -> int:
@@ -102,12 +115,12 @@ def main():
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args()
     print(f"fast preset, {args.seconds:g} s windows, {os.cpu_count()} cores")
-    print("| torch threads | headless tokens/s | page open tokens/s | page / headless |")
-    print("| --- | --- | --- | --- |")
+    print("| torch threads | headless tokens/s | page open tokens/s | page / headless | Layers to first point |")
+    print("| --- | --- | --- | --- | --- |")
     for threads in args.threads:
         headless = headless_tokens_per_s(args.seconds, threads)
-        page = page_tokens_per_s(args.seconds, threads)
-        print(f"| {threads} | {headless:,.0f} | {page:,.0f} | {page / headless:.0%} |", flush=True)
+        page, respond = page_tokens_per_s(args.seconds, threads)
+        print(f"| {threads} | {headless:,.0f} | {page:,.0f} | {page / headless:.0%} | {respond:.1f} s |", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,24 +1,36 @@
 #!/usr/bin/env python3
 """Throughput at the book's recipe: deeprnn beside the book's reference, same machine, same run.
 
-Runs ../shared/bench/d2l_reference.py and `python -m deeprnn train --preset d2l` alternately,
-each as its own process with the same epochs and seed, on the CPU and (when present) on CUDA,
-and prints tokens/s, perplexity after the last epoch, and the ratio.
+Loads ../shared/bench/d2l_reference.py and deeprnn's `--preset d2l` into one process and trains
+them in alternating rounds of a few epochs each, so that both see the same machine at the same
+moments (a shared 2-core machine drifts by tens of percent between runs). Prints tokens/s per
+round, the median ratio, and both perplexities after the same number of epochs with the same
+seed. On a machine with CUDA it does the same on the GPU.
 
-    python bench/throughput.py --epochs 100 --repeat 2
+    python bench/throughput.py --rounds 6 --epochs-per-round 10
 """
 import argparse
-import json
+import importlib.util
 import os
 import statistics
-import subprocess
-import sys
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
+from deeprnn.config import preset
+from deeprnn.train import Trainer
+
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT.parent / "shared" / "bench" / "d2l_reference.py"
+
+
+def load_reference(path: Path):
+    spec = importlib.util.spec_from_file_location("d2l_reference", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def corpus_path() -> str:
@@ -29,42 +41,80 @@ def corpus_path() -> str:
     return str(timemachine_path())
 
 
-def last_json(command: list[str]) -> dict:
-    out = subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT).stdout
-    return json.loads(out.strip().splitlines()[-1])
+class Book:
+    """The reference's own functions, epoch by epoch, as its main() runs them."""
+
+    def __init__(self, ref, device: str):
+        torch.manual_seed(0)
+        self.ref, self.device = ref, torch.device(device)
+        self.args = SimpleNamespace(batch=32, steps=35, seed=0)
+        self.corpus, vocab = ref.load_corpus(corpus_path(), 10_000)
+        lstm = torch.nn.LSTM(len(vocab), 256, num_layers=2)
+        self.model = ref.RNNModel(lstm, len(vocab)).to(self.device)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), 2.0)
+        self.loss = torch.nn.CrossEntropyLoss()
+        self.epoch, self.ppl = 0, float("nan")
+
+    def train_epochs(self, n: int) -> int:
+        tokens = 0
+        for _ in range(n):
+            self.ppl, count = self.ref.train_epoch(self.model, self.corpus, self.args, self.device, self.optimizer,
+                                                   self.loss, self.epoch)
+            self.epoch += 1
+            tokens += count
+        return tokens
 
 
-def run_pair(device: str, epochs: int, reference: Path, threads: int) -> tuple[dict, dict]:
-    env_threads = ["env", f"OMP_NUM_THREADS={threads}"]
-    book = last_json([*env_threads, sys.executable, str(reference), "--corpus", corpus_path(),
-                      "--epochs", str(epochs), "--device", device])
-    ours = last_json([*env_threads, sys.executable, "-m", "deeprnn", "train", "--preset", "d2l",
-                      "--corpus", corpus_path(), "--epochs", str(epochs), "--device", device, "--json"])
-    return book, ours
+class Ours:
+    def __init__(self, device: str):
+        self.trainer = Trainer(preset("d2l", device=device, epochs=100_000))
+        self.steps = self.trainer.steps()
+
+    def train_epochs(self, n: int) -> int:
+        start, goal = self.trainer.tokens, self.trainer.epoch + n
+        while self.trainer.epoch < goal:
+            next(self.steps)
+        return self.trainer.tokens - start
+
+    @property
+    def ppl(self) -> float:
+        return self.trainer.perplexity()
+
+
+def timed(runner, epochs: int, device: str) -> float:
+    """tokens/s of `epochs` epochs, the wall clock read after the device has finished."""
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    sync()
+    started = time.perf_counter()
+    tokens = runner.train_epochs(epochs)
+    sync()
+    return tokens / (time.perf_counter() - started)
+
+
+def compare(device: str, rounds: int, epochs: int, reference: Path) -> None:
+    book, ours = Book(load_reference(reference), device), Ours(device)
+    ratios = []
+    for i in range(rounds):
+        book_speed, our_speed = timed(book, epochs, device), timed(ours, epochs, device)
+        ratios.append(our_speed / book_speed)
+        print(f"| {device} | {i + 1} | {book_speed:,.0f} | {our_speed:,.0f} | {ratios[-1]:.2f}x |", flush=True)
+    print(f"| {device} | median of {rounds} | | | {statistics.median(ratios):.2f}x |")
+    print(f"\nperplexity after {book.epoch} epochs, same seed: reference {book.ppl:.3f}, deeprnn {ours.ppl:.3f}\n")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--repeat", type=int, default=3, help="alternating pairs per device")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--epochs-per-round", type=int, default=10)
     parser.add_argument("--reference", type=Path, default=REFERENCE)
-    parser.add_argument("--threads", type=int, default=os.cpu_count())
     args = parser.parse_args()
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    print(f"book's recipe (2-layer LSTM 256, batch 32, 35 steps, SGD lr 2), {args.epochs} epochs, "
-          f"{args.threads} CPU threads, torch {torch.__version__}"
+    print(f"book's recipe (2-layer LSTM 256, one-hot, batch 32, 35 steps, SGD lr 2), {torch.get_num_threads()} "
+          f"CPU threads, torch {torch.__version__}"
           + (f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""))
-    print("| device | run | reference tokens/s | deeprnn tokens/s | ratio | reference ppl | deeprnn ppl |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("\n| device | round | reference tokens/s | deeprnn tokens/s | ratio |\n| --- | --- | --- | --- | --- |")
     for device in devices:
-        ratios = []
-        for i in range(args.repeat):
-            book, ours = run_pair(device, args.epochs, args.reference, args.threads)
-            ratio = ours["tokens_per_s"] / book["tokens_per_s"]
-            ratios.append(ratio)
-            print(f"| {device} | {i + 1} | {book['tokens_per_s']:,.0f} | {ours['tokens_per_s']:,.0f} | "
-                  f"{ratio:.2f}x | {book['perplexity']:.3f} | {ours['perplexity']:.3f} |", flush=True)
-        print(f"| {device} | median | | | {statistics.median(ratios):.2f}x | | |")
+        compare(device, args.rounds, args.epochs_per_round, args.reference)
 
 
 if __name__ == "__main__":

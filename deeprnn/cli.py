@@ -103,22 +103,28 @@ def distributed():
     try:
         yield
     finally:
+        torch.distributed.barrier()
         torch.distributed.destroy_process_group()
 
 
 def train(args) -> int:
     with distributed():
         trainer = make_trainer(args)
-        lead = trainer.rank == 0  # only the first process speaks and writes
-        writer = RunDirWriter(args.run_dir, trainer) if args.run_dir and lead else None
-        if lead:
-            announce(trainer)
-        status = run_to_the_end(trainer, writer, verbose=lead)
-        if args.save and lead:
-            trainer.save(args.save)
-        if status == 0 and lead:
-            print_results(trainer, args.json)
-        return status
+        try:
+            lead = trainer.rank == 0  # only the first process speaks and writes
+            writer = RunDirWriter(args.run_dir, trainer) if args.run_dir and lead else None
+            if lead:
+                announce(trainer)
+            status = run_to_the_end(trainer, writer, verbose=lead)
+            if args.save and lead:
+                trainer.save(args.save)
+            if status == 0 and lead:
+                print_results(trainer, args.json)
+            return status
+        finally:
+            # DDP's reducer must go while the process group lives: freed later, from the main
+            # thread, it deadlocks with gloo's threads over the GIL.
+            trainer.forward = trainer.model
 
 
 def announce(trainer: Trainer) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import collections
+import functools
 import hashlib
 import os
 import re
@@ -9,6 +10,7 @@ import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 TIMEMACHINE_URL = "http://d2l-data.s3-accelerate.amazonaws.com/timemachine.txt"
 TIMEMACHINE_SHA1 = "090b5e7e70c295757f55df93cb0a180b9691891a"
@@ -198,10 +200,26 @@ class Corpus:
         return self.codec.vocab
 
 
+CORPUS_FIELDS = ("corpus", "text", "tokens", "preprocess", "min_freq", "max_vocab", "max_tokens", "val_fraction")
+
+
 def build_corpus(config) -> Corpus:
-    """The corpus a RunConfig names, cleaned, tokenised, truncated and split."""
-    source = load_source(config.corpus, config.text)
-    return corpus_from_text(source.text, config, source.name, source.notice)
+    """The corpus a RunConfig names, cleaned, tokenised, truncated and split.
+
+    Remembered for the last few settings (and a file's size and time), so a new run on the same
+    text, such as one more layer on the page, starts without reading and tokenising it again.
+    """
+    path = Path(config.corpus)
+    stamp = (path.stat().st_size, path.stat().st_mtime_ns) if config.corpus not in ("timemachine", "pydocs", "text") \
+        and path.is_file() else None
+    return _cached_corpus(tuple(getattr(config, f) for f in CORPUS_FIELDS), stamp)
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_corpus(values: tuple, stamp) -> Corpus:
+    settings = SimpleNamespace(**dict(zip(CORPUS_FIELDS, values)))
+    source = load_source(settings.corpus, settings.text)
+    return corpus_from_text(source.text, settings, source.name, source.notice)
 
 
 def corpus_from_text(text: str, config, name: str = "text", notice: str | None = None) -> Corpus:

@@ -7,19 +7,22 @@ from .corpus import Codec
 
 
 @torch.no_grad()
-def continue_ids(model, prefix_ids: list[int], length: int, temperature: float = 0.0,
-                 top_k: int = 0, generator: torch.Generator | None = None) -> list[int]:
-    """Token ids after the prefix. temperature 0 is greedy (the book's predict)."""
+def continue_batch(model, prefix_ids: list[int], length: int, temperatures: list[float], top_k: int = 0,
+                   generator: torch.Generator | None = None) -> list[list[int]]:
+    """One continuation per temperature (0 is greedy, the book's predict), run side by side as
+    rows of one batch, so several cost about as much as one."""
     was_training = model.training
     model.eval()
     try:
         device = next(model.parameters()).device
-        logits, state = model(torch.tensor([prefix_ids or [0]], device=device))
-        out = []
+        rows = len(temperatures)
+        logits, state = model(torch.tensor([prefix_ids or [0]] * rows, device=device))
+        out = [[] for _ in range(rows)]
         for _ in range(length):
-            token = _choose(logits[-1, 0], temperature, top_k, generator)
-            out.append(token)
-            logits, state = model(torch.tensor([[token]], device=device), state)
+            tokens = [_choose(logits[-1, row], t, top_k, generator) for row, t in enumerate(temperatures)]
+            for row, token in enumerate(tokens):
+                out[row].append(token)
+            logits, state = model(torch.tensor(tokens, device=device).unsqueeze(1), state)
         return out
     finally:
         model.train(was_training)
@@ -39,13 +42,18 @@ def _choose(logits: torch.Tensor, temperature: float, top_k: int, generator) -> 
     return int(torch.multinomial(probs, 1, generator=generator))
 
 
-def continue_text(model, codec: Codec, prefix: str, length: int = 50, temperature: float = 0.0,
-                  top_k: int = 0, seed: int | None = None) -> str:
-    """The prefix as the model reads it (cleaned like the corpus) followed by its continuation.
+def continue_texts(model, codec: Codec, prefix: str, length: int = 50, temperatures=(0.0,), top_k: int = 0,
+                   seed: int | None = None) -> list[str]:
+    """The prefix as the model reads it (cleaned like the corpus) followed by each continuation.
 
     Tokens outside the vocabulary read as <unk>, so any prefix works.
     """
     prefix_ids = codec.encode(prefix)
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
-    ids = continue_ids(model, prefix_ids, length, temperature, top_k, generator)
-    return codec.decode(prefix_ids + ids)
+    return [codec.decode(prefix_ids + ids)
+            for ids in continue_batch(model, prefix_ids, length, list(temperatures), top_k, generator)]
+
+
+def continue_text(model, codec: Codec, prefix: str, length: int = 50, temperature: float = 0.0,
+                  top_k: int = 0, seed: int | None = None) -> str:
+    return continue_texts(model, codec, prefix, length, (temperature,), top_k, seed)[0]

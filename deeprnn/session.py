@@ -23,7 +23,7 @@ import torch
 
 from .checkpoint import checkpoint_bytes
 from .config import RunConfig
-from .generate import continue_text
+from .generate import continue_texts
 from .history import BoundedHistory
 from .introspect import layer_saturation, trace
 from .rundir import RunDirWriter
@@ -34,6 +34,9 @@ DEFAULT_PROBE = ("the time traveller for so it will be convenient to speak of hi
                  "a recondite matter to us his grey eyes shone and twinkled")
 DEFAULT_PREFIX = "time traveller"
 STOP_TIMEOUT_S = 2.0
+# The views (probe, gates, samples) may take at most this share of a run's time: a model whose
+# views take longer than that refreshes them less often than every `view_every_s`.
+VIEW_SHARE = 0.03
 MAX_WORKERS = int(os.environ.get("DEEPRNN_MAX_WORKERS", "4"))
 # Torch's threads for the workers of a page server (0 keeps torch's default): they share the cores
 # with the Streamlit server. Chosen by measurement: bench/dashboard_overhead.py.
@@ -276,9 +279,8 @@ def compute_views(trainer: Trainer, views: ViewSettings) -> tuple[Probe, Samples
                   tuple(t.hidden.cpu().numpy() for t in traces),
                   tuple(t.cell.cpu().numpy() for t in traces) if traces[0].cell is not None else None,
                   tuple({k: v.cpu().numpy() for k, v in t.gates.items()} for t in traces))
-    greedy = continue_text(model, trainer.codec, views.prefix, views.length)
-    sampled = continue_text(model, trainer.codec, views.prefix, views.length, views.temperature,
-                            seed=trainer.step) if views.temperature > 0 else greedy
+    greedy, sampled = continue_texts(model, trainer.codec, views.prefix, views.length,
+                                     (0.0, views.temperature), seed=trainer.step)
     samples = Samples(trainer.step, views.prefix, views.temperature, greedy, sampled,
                       views.use_best and trainer.best is not None)
     return probe, samples
@@ -317,6 +319,7 @@ class _Worker:
         self.view_seconds = 0.0
         self.saturation = BoundedHistory(recent=2000, archive=2000)
         self.last_report = self.last_views = 0.0
+        self.view_interval = view_every_s
 
     def loop(self) -> None:
         try:
@@ -356,7 +359,7 @@ class _Worker:
                 continue
             if report is not None:
                 self.last_report = now
-                if now - self.last_views >= self.view_every_s or report.get("end_of_epoch"):
+                if now - self.last_views >= self.view_interval:
                     self.refresh_views()
                 self.publish()
         if self.stopped:
@@ -415,8 +418,10 @@ class _Worker:
         self.probe, self.samples = compute_views(self.trainer, self.run.views)
         for record in saturation_records(self.probe, self.trainer.config.cell):
             self.saturation.append(record)
-        self.view_seconds += time.perf_counter() - started
+        cost = time.perf_counter() - started
+        self.view_seconds += cost
         self.last_views = time.perf_counter()
+        self.view_interval = max(self.view_every_s, cost / VIEW_SHARE)
 
     def publish(self) -> None:
         """Build a new Snapshot and swap it in: readers see the old one or the new one, whole."""
