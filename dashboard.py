@@ -80,6 +80,21 @@ def apply_preset():
     restart_if_running()
 
 
+def chart(key, build, *args, container=st):
+    """Draw build(*args); rebuilt only when an argument changed. Snapshots are immutable, so an
+    unchanged object is an unchanged picture, and most refreshes cost no figure building."""
+    memo = state.setdefault("figure_memo", {})
+    if key not in memo or not _same(memo[key][0], args):
+        memo[key] = (args, build(*args))
+    container.plotly_chart(memo[key][1], width="stretch", key=key)
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a is b or (isinstance(a, (str, int, float, bool)) and a == b)
+
+
 def toggle_pause():
     session.resume() if session.snapshot().status == "paused" else session.pause()
 
@@ -199,7 +214,7 @@ def curves(snap):
                               format_func={"ppl": "perplexity", "loss": "loss"}.get)
     log_y = log_col.toggle("log scale", value=True, key="curve_log")
     if snap.metrics:
-        st.plotly_chart(charts.curves_figure(snap, x, metric, log_y), width="stretch", key="curves")
+        chart("curves", charts.curves_figure, snap, x, metric, log_y)
     else:
         st.caption("The first point appears after the first report (about half a second).")
 
@@ -230,8 +245,7 @@ def heatmaps(snap):
     if snap.probe:
         st.caption(f"Layer 1 at the bottom, layer {len(snap.probe.hidden)} on top; "
                    f"colour is the activation, probed at step {snap.probe.step}.")
-        st.plotly_chart(charts.heatmaps_figure(snap.probe, states, count, how), width="stretch",
-                        key="heatmaps")
+        chart("heatmaps", charts.heatmaps_figure, snap.probe, states, count, how)
 
 
 def _duration(seconds):
@@ -249,27 +263,27 @@ def inside_the_network():
     if snap.probe is None:
         return
     st.subheader("Inside the network")
-    gates_tab, saturation_tab, gradients_tab, units_tab = st.tabs(
-        ["Gates", "Saturation", "Gradient flow", "Interpretable units"])
-    with gates_tab:
+    view = st.radio("View", INSIDE_VIEWS, horizontal=True, key="inside_view", label_visibility="collapsed")
+    if view == "Gates":
         gate = st.radio("Gate", list(snap.probe.gates[0]), horizontal=True, key="gate")
-        st.plotly_chart(charts.gates_figure(snap.probe, gate, state.heatmap_count, state.heatmap_units),
-                        width="stretch", key="gates_chart")
-    with saturation_tab:
+        chart("gates_chart", charts.gates_figure, snap.probe, gate, state.heatmap_count, state.heatmap_units)
+    elif view == "Saturation":
         gates = introspect.saturation_gates(snap.config.cell)
         gate = st.radio("Saturation of", gates, horizontal=True, key="saturation_gate")
         scatter_col, history_col = st.columns(2)
-        scatter_col.plotly_chart(charts.saturation_figure(snap.probe, snap.config.cell, gate), width="stretch",
-                                 key="saturation_chart")
-        history_col.plotly_chart(charts.saturation_history_figure(snap.saturation, gate), width="stretch",
-                                 key="saturation_history")
+        chart("saturation_chart", charts.saturation_figure, snap.probe, snap.config.cell, gate,
+              container=scatter_col)
+        chart("saturation_history", charts.saturation_history_figure, snap.saturation, gate, container=history_col)
         st.caption("Each dot is a unit: how often over the probe text it sits below 0.1 or above 0.9 "
                    "(Karpathy, Johnson and Fei-Fei, 2015). A plain RNN's tanh units are shown mapped to [0, 1].")
-    with gradients_tab:
-        st.plotly_chart(charts.gradient_figure(snap.metrics), width="stretch", key="gradient_chart")
-        st.plotly_chart(charts.clipped_figure(snap.metrics), width="stretch", key="clipped_chart")
-    with units_tab:
+    elif view == "Gradient flow":
+        chart("gradient_chart", charts.gradient_figure, snap.metrics)
+        chart("clipped_chart", charts.clipped_figure, snap.metrics)
+    else:
         interpretable_units(snap.probe)
+
+
+INSIDE_VIEWS = ["Gates", "Saturation", "Gradient flow", "Interpretable units"]
 
 
 def interpretable_units(probe):
@@ -318,7 +332,7 @@ def comparison():
     chosen = st.multiselect("Runs", list(labels), format_func=labels.get, key="compare")
     shown = [r for r in runs if r.run_id in chosen]
     if shown:
-        st.plotly_chart(charts.comparison_figure(shown), width="stretch", key="compare_chart")
+        chart("compare_chart", charts.comparison_figure, shown)
         st.dataframe(charts.comparison_table(shown), hide_index=True, width="stretch")
 
 

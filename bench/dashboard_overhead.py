@@ -11,16 +11,11 @@ chromium and playwright.
 import argparse
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
-                 "--disable-component-update", "--disable-sync"]
+from pageserver import ROOT, dashboard_server, training_page
 
 
 def headless_tokens_per_s(seconds: float, threads: int) -> float:
@@ -43,44 +38,15 @@ print((trainer.tokens - tokens) / (time.perf_counter() - start))
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def page_tokens_per_s(seconds: float, threads: int) -> float:
-    from playwright.sync_api import sync_playwright
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "DEEPRNN_TORCH_THREADS": str(threads)}
-    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.headless", "true",
-                               "--server.address", "127.0.0.1", "--server.port", str(port)],
-                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(200):
-            try:
-                urllib.request.urlopen(f"{url}/_stcore/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.3)
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1500, "height": 3000})  # every view on screen
-            page.goto(url)
-            epochs = page.get_by_label("Epoch budget")
-            epochs.fill("1000")
-            epochs.press("Enter")
-            page.wait_for_timeout(1000)
-            page.get_by_role("button", name="Start").click()
-            first = wait_for_tokens(page, minimum=1)
-            time.sleep(2)  # past the start-up
-            start, tokens_start = time.perf_counter(), read_tokens(page)
-            time.sleep(seconds)
-            tokens_end, end = read_tokens(page), time.perf_counter()
-            respond = layers_to_first_point(page)
-            browser.close()
-        assert first
-        return (tokens_end - tokens_start) / (end - start), respond
-    finally:
-        server.terminate()
-        server.wait(10)
+def page_tokens_per_s(seconds: float, threads: int) -> tuple[float, float]:
+    """tokens/s with the page open, and seconds from moving Layers to the new run's first point."""
+    with dashboard_server({"DEEPRNN_TORCH_THREADS": str(threads)}) as (url, _), training_page(url, 1000) as page:
+        wait_for_tokens(page, minimum=1)
+        time.sleep(2)  # past the start-up
+        start, tokens_start = time.perf_counter(), read_tokens(page)
+        time.sleep(seconds)
+        tokens_end, end = read_tokens(page), time.perf_counter()
+        return (tokens_end - tokens_start) / (end - start), layers_to_first_point(page)
 
 
 def layers_to_first_point(page) -> float:
@@ -89,9 +55,9 @@ def layers_to_first_point(page) -> float:
     slider.focus()
     started = time.perf_counter()
     slider.press("ArrowRight")
-    page.get_by_text("LSTM x3").first.wait_for(timeout=30_000)
+    page.locator("h3", has_text="LSTM x3").wait_for(timeout=30_000)  # the new run's title
     wait_for_tokens(page, minimum=1)
-    page.locator(".st-key-curves path.js-line").first.wait_for(timeout=30_000)
+    page.locator(".st-key-curves .js-plotly-plot").first.wait_for(timeout=30_000)
     return time.perf_counter() - started
 
 

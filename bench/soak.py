@@ -7,16 +7,10 @@ Samples the server's resident memory and thread count once a minute, prints them
     python bench/soak.py --minutes 30
 """
 import argparse
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
-                 "--disable-component-update", "--disable-sync"]
+from pageserver import dashboard_server, training_page
 
 
 def proc_status(pid: int) -> tuple[float, int]:
@@ -29,42 +23,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=int, default=30)
     args = parser.parse_args()
-    from playwright.sync_api import sync_playwright
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.headless", "true",
-                               "--server.address", "127.0.0.1", "--server.port", str(port)],
-                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     samples = []
-    try:
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(200):
-            try:
-                urllib.request.urlopen(f"{url}/_stcore/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.3)
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1500, "height": 3000})
-            page.goto(url)
-            budget = page.get_by_label("Epoch budget")
-            budget.fill("100000")  # keeps training for the whole soak
-            budget.press("Enter")
-            page.wait_for_timeout(1000)
-            page.get_by_role("button", name="Start").click()
-            print("| minute | server RSS MB | threads |\n| --- | --- | --- |", flush=True)
-            for minute in range(args.minutes + 1):
-                if minute:
-                    time.sleep(60)
-                rss, threads = proc_status(server.pid)
-                samples.append((rss, threads))
-                print(f"| {minute} | {rss:.0f} | {threads} |", flush=True)
-            browser.close()
-    finally:
-        server.terminate()
-        server.wait(10)
+    with dashboard_server() as (url, server), training_page(url, 100_000):  # trains for the whole soak
+        print("| minute | server RSS MB | threads |\n| --- | --- | --- |", flush=True)
+        for minute in range(args.minutes + 1):
+            if minute:
+                time.sleep(60)
+            rss, threads = proc_status(server.pid)
+            samples.append((rss, threads))
+            print(f"| {minute} | {rss:.0f} | {threads} |", flush=True)
     warm = samples[1] if len(samples) > 1 else samples[0]
     peak_rss = max(rss for rss, _ in samples[1:] or samples)
     grew = peak_rss > 1.10 * warm[0] or samples[-1][1] > warm[1] + 2

@@ -55,6 +55,8 @@ def main():
     parser.add_argument("--budget", type=float, default=30.0, help="seconds per recipe")
     parser.add_argument("--target", type=float, default=4.5, help="held-out perplexity to reach")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--recipes", nargs="+", default=["fast", "best", "d2l"], choices=["fast", "best", "d2l"],
+                        help="presets to measure (d2l: the book's recipe on the full text, 10%% held out)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.sweep:
@@ -62,8 +64,8 @@ def main():
         base = "fast" if args.sweep == "fast" else "best"
         configs = [preset(base, **dict(zip(grid, values))) for values in itertools.product(*grid.values())]
     else:
-        configs = [preset("fast"), preset("best"),  # the book's recipe on the full text, 10% held out:
-                   preset("d2l", max_tokens=-1, val_fraction=0.1, epochs=1000, eval_every=40)]
+        full_text = dict(max_tokens=-1, val_fraction=0.1, epochs=1000, eval_every=40)
+        configs = [preset(name, **(full_text if name == "d2l" else {})) for name in args.recipes]
     print(f"budget {args.budget:g} s per recipe, target held-out perplexity {args.target}, "
           f"{args.threads} torch threads, {torch.__version__}")
     print(f"| recipe | seconds to <= {args.target} | best held-out ppl in {args.budget:g} s | epochs | tokens/s |")

@@ -15,9 +15,10 @@ import queue
 import threading
 import time
 import weakref
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from types import SimpleNamespace
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -38,9 +39,10 @@ STOP_TIMEOUT_S = 2.0
 # views take longer than that refreshes them less often than every `view_every_s`.
 VIEW_SHARE = 0.03
 MAX_WORKERS = int(os.environ.get("DEEPRNN_MAX_WORKERS", "4"))
-# Torch's threads for the workers of a page server (0 keeps torch's default): they share the cores
-# with the Streamlit server. Chosen by measurement: bench/dashboard_overhead.py.
-TORCH_THREADS = int(os.environ.get("DEEPRNN_TORCH_THREADS", "0"))
+# Torch's threads for the workers of a page server (0 keeps torch's default). One, by measurement
+# (bench/dashboard_overhead.py) on 2 cores: with two, torch's spinning threads and the Streamlit
+# server fight over the cores and the GIL, and training on the page ran at 6% of its headless speed.
+TORCH_THREADS = int(os.environ.get("DEEPRNN_TORCH_THREADS", "1"))
 
 
 class SessionError(RuntimeError):
@@ -286,6 +288,11 @@ def compute_views(trainer: Trainer, views: ViewSettings) -> tuple[Probe, Samples
     return probe, samples
 
 
+def _timed_views(source, views: ViewSettings):
+    started = time.perf_counter()
+    return compute_views(source, views), time.perf_counter() - started
+
+
 def saturation_records(probe: Probe, cell: str) -> list[dict]:
     """One row per layer and gate: the mean fraction of (unit, step) pairs left / right saturated."""
     rows = []
@@ -319,7 +326,9 @@ class _Worker:
         self.view_seconds = 0.0
         self.saturation = BoundedHistory(recent=2000, archive=2000)
         self.last_report = self.last_views = 0.0
-        self.view_interval = view_every_s
+        self.view_interval, self.last_view_cost = view_every_s, 0.0
+        self.view_thread = ThreadPoolExecutor(1, thread_name_prefix=f"deeprnn-views-{run.id}")
+        self.pending = None  # the views being computed
 
     def loop(self) -> None:
         try:
@@ -336,6 +345,7 @@ class _Worker:
             self.publish()
         finally:
             self.run.commands = _ClosedQueue()
+            self.view_thread.shutdown(wait=False, cancel_futures=True)  # a stop does not wait for views
 
     def train(self) -> None:
         steps = self.trainer.steps()
@@ -365,7 +375,8 @@ class _Worker:
         if self.stopped:
             self.status = "stopped"
         self.report_pending()
-        self.refresh_views()
+        if not self.stopped:  # a stop returns at once; a finished run shows its final weights
+            self.refresh_views(wait=True)
         self.publish()
 
     def report_pending(self) -> None:
@@ -377,7 +388,7 @@ class _Worker:
     def pause_with(self, message: str) -> None:
         self.message = message
         self.paused, self.status, self.paused_at = True, "paused", time.perf_counter()
-        self.refresh_views()
+        self.refresh_views(wait=True)
         self.publish()
 
     def apply_commands(self, block: bool) -> None:
@@ -393,6 +404,7 @@ class _Worker:
         if command == "pause" and not self.paused:
             self.report_pending()
             self.paused, self.status, self.paused_at = True, "paused", time.perf_counter()
+            self.refresh_views(wait=True)  # a paused run shows the weights it stopped at
         elif command == "resume" and self.paused:
             self.paused, self.status, self.message = False, "running", None
             self.paused_seconds += time.perf_counter() - self.paused_at
@@ -406,26 +418,46 @@ class _Worker:
         elif command == "views":
             for key, v in value.items():
                 setattr(self.run.views, key, v)
-            self.refresh_views()
+            self.refresh_views(wait=True)
         elif command == "checkpoint":
             best, reply = value
             reply.put(_checkpoint_payload(self.trainer, best))
             return
         self.publish()
 
-    def refresh_views(self) -> None:
-        started = time.perf_counter()
-        self.probe, self.samples = compute_views(self.trainer, self.run.views)
+    def refresh_views(self, wait: bool = False) -> None:
+        """Compute the views on a copy of the weights in the view thread, one refresh at a time, so
+        training goes on meanwhile; `wait` blocks for fresh views of the current weights."""
+        if wait and self.pending is not None:
+            self.pending.result()
+            self.collect()
+        if self.pending is None:
+            source = SimpleNamespace(model=copy.deepcopy(self.trainer.model), codec=self.trainer.codec,
+                                     step=self.trainer.step, best=self.trainer.best)
+            self.pending = self.view_thread.submit(_timed_views, source, ViewSettings(**vars(self.run.views)))
+        if wait:
+            self.pending.result()
+        self.collect()
+
+    def collect(self) -> None:
+        """Take finished views, if any, and pace the next refresh by what they cost."""
+        if self.pending is None or not self.pending.done():
+            return
+        (self.probe, self.samples), cost = self.pending.result()
+        self.pending = None
         for record in saturation_records(self.probe, self.trainer.config.cell):
             self.saturation.append(record)
-        cost = time.perf_counter() - started
         self.view_seconds += cost
         self.last_views = time.perf_counter()
-        self.view_interval = max(self.view_every_s, cost / VIEW_SHARE)
+        # the smaller of the last two costs: one slow refresh (the first, cold one) sets no pace
+        self.view_interval = max(self.view_every_s, min(cost, self.last_view_cost) / VIEW_SHARE)
+        self.last_view_cost = cost
 
     def publish(self) -> None:
         """Build a new Snapshot and swap it in: readers see the old one or the new one, whole."""
         t = self.trainer
+        if t is not None:
+            self.collect()
         if t is None:
             self.run.snapshot = _replace(self.run.snapshot, status=self.status, message=self.message)
             return

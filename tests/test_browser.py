@@ -87,7 +87,7 @@ def test_start_curves_then_three_layers_then_close_stops_worker(server, browser)
     assert slider.input_value() == "3"
     page.wait_for_function("document.querySelectorAll('.st-key-heatmaps g.heatmaplayer g.hm').length == 3",
                            timeout=60_000)
-    assert page.get_by_text("LSTM x3 h128").first.is_visible()
+    assert page.locator("h3", has_text="LSTM x3").is_visible()
     page.wait_for_timeout(2500)  # let the new run's curve and samples appear
     page.screenshot(path=ARTIFACTS / "dashboard-three-layers.png", full_page=True)
     assert heatmap_count(page) == 3

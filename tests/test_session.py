@@ -5,11 +5,9 @@ import time
 
 import pandas as pd
 import pytest
-import torch
 
 from deeprnn import session as session_mod
 from deeprnn.cli import main
-from deeprnn.config import RunConfig
 from deeprnn.history import BoundedHistory
 from deeprnn.session import TrainingSession
 
