@@ -15,9 +15,7 @@ import queue
 import threading
 import time
 import weakref
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from types import SimpleNamespace
 
 import pandas as pd
 import torch
@@ -288,11 +286,6 @@ def compute_views(trainer: Trainer, views: ViewSettings) -> tuple[Probe, Samples
     return probe, samples
 
 
-def _timed_views(source, views: ViewSettings):
-    started = time.perf_counter()
-    return compute_views(source, views), time.perf_counter() - started
-
-
 def saturation_records(probe: Probe, cell: str) -> list[dict]:
     """One row per layer and gate: the mean fraction of (unit, step) pairs left / right saturated."""
     rows = []
@@ -327,8 +320,6 @@ class _Worker:
         self.saturation = BoundedHistory(recent=2000, archive=2000)
         self.last_report = self.last_views = 0.0
         self.view_interval, self.last_view_cost = view_every_s, 0.0
-        self.view_thread = ThreadPoolExecutor(1, thread_name_prefix=f"deeprnn-views-{run.id}")
-        self.pending = None  # the views being computed
 
     def loop(self) -> None:
         try:
@@ -345,7 +336,6 @@ class _Worker:
             self.publish()
         finally:
             self.run.commands = _ClosedQueue()
-            self.view_thread.shutdown(wait=False, cancel_futures=True)  # a stop does not wait for views
 
     def train(self) -> None:
         steps = self.trainer.steps()
@@ -376,7 +366,7 @@ class _Worker:
             self.status = "stopped"
         self.report_pending()
         if not self.stopped:  # a stop returns at once; a finished run shows its final weights
-            self.refresh_views(wait=True)
+            self.refresh_views()
         self.publish()
 
     def report_pending(self) -> None:
@@ -388,7 +378,7 @@ class _Worker:
     def pause_with(self, message: str) -> None:
         self.message = message
         self.paused, self.status, self.paused_at = True, "paused", time.perf_counter()
-        self.refresh_views(wait=True)
+        self.refresh_views()
         self.publish()
 
     def apply_commands(self, block: bool) -> None:
@@ -404,7 +394,7 @@ class _Worker:
         if command == "pause" and not self.paused:
             self.report_pending()
             self.paused, self.status, self.paused_at = True, "paused", time.perf_counter()
-            self.refresh_views(wait=True)  # a paused run shows the weights it stopped at
+            self.refresh_views()  # a paused run shows the weights it stopped at
         elif command == "resume" and self.paused:
             self.paused, self.status, self.message = False, "running", None
             self.paused_seconds += time.perf_counter() - self.paused_at
@@ -418,35 +408,24 @@ class _Worker:
         elif command == "views":
             for key, v in value.items():
                 setattr(self.run.views, key, v)
-            self.refresh_views(wait=True)
+            self.refresh_views()
         elif command == "checkpoint":
             best, reply = value
             reply.put(_checkpoint_payload(self.trainer, best))
             return
         self.publish()
 
-    def refresh_views(self, wait: bool = False) -> None:
-        """Compute the views on a copy of the weights in the view thread, one refresh at a time, so
-        training goes on meanwhile; `wait` blocks for fresh views of the current weights."""
-        if wait and self.pending is not None:
-            self.pending.result()
-            self.collect()
-        if self.pending is None:
-            source = SimpleNamespace(model=copy.deepcopy(self.trainer.model), codec=self.trainer.codec,
-                                     step=self.trainer.step, best=self.trainer.best)
-            self.pending = self.view_thread.submit(_timed_views, source, ViewSettings(**vars(self.run.views)))
-        if wait:
-            self.pending.result()
-        self.collect()
+    def refresh_views(self) -> None:
+        """Probe and samples of the current weights, in this thread between two steps.
 
-    def collect(self) -> None:
-        """Take finished views, if any, and pace the next refresh by what they cost."""
-        if self.pending is None or not self.pending.done():
-            return
-        (self.probe, self.samples), cost = self.pending.result()
-        self.pending = None
+        A copy of the weights probed in a thread of its own cost training more on two cores (the
+        page trained at 53% of headless against 79% here, bench/dashboard_overhead.py): that thread
+        contends with every step for the GIL. The pace keeps the views under VIEW_SHARE instead."""
+        started = time.perf_counter()
+        self.probe, self.samples = compute_views(self.trainer, self.run.views)
         for record in saturation_records(self.probe, self.trainer.config.cell):
             self.saturation.append(record)
+        cost = time.perf_counter() - started
         self.view_seconds += cost
         self.last_views = time.perf_counter()
         # the smaller of the last two costs: one slow refresh (the first, cold one) sets no pace
@@ -456,8 +435,6 @@ class _Worker:
     def publish(self) -> None:
         """Build a new Snapshot and swap it in: readers see the old one or the new one, whole."""
         t = self.trainer
-        if t is not None:
-            self.collect()
         if t is None:
             self.run.snapshot = _replace(self.run.snapshot, status=self.status, message=self.message)
             return
