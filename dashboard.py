@@ -228,10 +228,11 @@ def samples(snap):
               on_change=apply_views, disabled=snap.best is None)
     if snap.samples:
         source = f"best weights, step {snap.best['step']}" if snap.samples.from_best else f"step {snap.samples.step}"
-        st.markdown(f"**greedy** ({source})")
-        st.code(snap.samples.greedy, language=None, wrap_lines=True)
-        st.markdown(f"**sampled** at temperature {snap.samples.temperature:g}")
-        st.code(snap.samples.sampled, language=None, wrap_lines=True)
+        greedy_col, sampled_col = st.columns(2)
+        greedy_col.markdown(f"**greedy** ({source})")
+        greedy_col.code(snap.samples.greedy, language=None, wrap_lines=True)
+        sampled_col.markdown(f"**sampled** at temperature {snap.samples.temperature:g}")
+        sampled_col.code(snap.samples.sampled, language=None, wrap_lines=True)
 
 
 def heatmaps(snap):

@@ -134,3 +134,11 @@ def test_fast_fiddling_leaves_one_active_run_and_no_orphan_threads(app):
     while threading.active_count() > baseline + 1 and time.monotonic() < deadline:
         time.sleep(0.1)
     assert threading.active_count() <= baseline + 1  # this tab's one worker
+
+
+def test_the_book_is_the_first_preset_and_the_page_starts_on_the_fast_one(app):
+    preset = app.selectbox(key="preset")
+    assert preset.options[0].startswith("The book") and preset.value == "fast"
+    preset.set_value("d2l").run()
+    assert app.slider(key="layers").value == 2 and app.select_slider(key="hidden").value == 256
+    assert app.select_slider(key="lr").value == 2.0 and app.select_slider(key="embedding").value == 0
