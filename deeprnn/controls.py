@@ -28,8 +28,6 @@ LR_CHOICES = (1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 3e-3, 5e-3, 8e-3, 1e-2, 2e-2, 5e-2, 
 CLIP_CHOICES = (0.0, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
 BATCH_CHOICES = (4, 8, 16, 32, 64, 128, 256)
 STEPS_CHOICES = (8, 16, 32, 35, 64, 128, 256)
-# Widgets whose change needs a new model: moving them while a run is going starts a new run.
-ARCHITECTURE_KEYS = ("corpus_source", "tokens", "cell", "layers", "hidden", "dropout", "embedding")
 CONFIG_KEYS = ("tokens", "cell", "layers", "hidden", "dropout", "embedding", "optimizer", "lr", "clip",
                "batch", "steps", "epochs", "device")
 
