@@ -18,7 +18,7 @@ from .corpus import CorpusError
 from .generate import continue_text
 from .rundir import CHECKPOINT, RunDirWriter
 from .session import ViewSettings, compute_views
-from .train import Diverged, Trainer, device_label, model_from_checkpoint
+from .train import Diverged, Trainer, model_from_checkpoint
 
 EXIT_BAD_INPUT, EXIT_DIVERGED = 2, 3
 USER_ERRORS = (ConfigError, CorpusError, TooShortError, CheckpointError)
@@ -60,6 +60,8 @@ def build_parser() -> Parser:
     train.add_argument("--iterator", choices=CHOICES["iterator"])
     train.add_argument("--seed", type=int)
     train.add_argument("--device", choices=CHOICES["device"])
+    train.add_argument("--precision", choices=CHOICES["precision"],
+                       help="auto: bf16 products on CPUs with bf16 instructions, else fp32")
     train.add_argument("--report-every", type=int, help="minibatches between report points (0: per epoch)")
     train.add_argument("--eval-every", type=int, help="minibatches between held-out evaluations (0: per epoch)")
     train.add_argument("--save", help="write a checkpoint here at the end (and on divergence)")
@@ -133,7 +135,7 @@ def announce(trainer: Trainer) -> None:
     cfg = trainer.config
     print(f"training {cfg.cell.upper()} x{cfg.layers} h{cfg.hidden} on {trainer.corpus.name} "
           f"({len(trainer.corpus.train)} train / {len(trainer.corpus.val)} held-out tokens, "
-          f"{trainer.parameter_count:,} parameters) on {device_label(trainer.device)}"
+          f"{trainer.parameter_count:,} parameters) on {trainer.device_label}"
           + (f" x {trainer.world} processes" if trainer.world > 1 else ""), file=sys.stderr)
 
 

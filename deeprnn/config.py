@@ -23,6 +23,7 @@ CHOICES = {
     "schedule": ("constant", "cosine"),
     "iterator": ("sequential", "random"),
     "device": ("auto", "cpu", "cuda", "mps"),
+    "precision": ("auto", "fp32", "bf16"),
 }
 
 # Numeric ranges, inclusive unless the bound is marked open: (low, high, low_open, high_open).
@@ -76,6 +77,7 @@ class RunConfig:
     iterator: str = "sequential"
     seed: int = 0
     device: str = "auto"
+    precision: str = "auto"  # auto: bf16 products where the CPU has bf16 instructions, else fp32
     report_every: int = 0  # minibatches between report points; 0 reports once per epoch
     eval_every: int = 40  # minibatches between held-out evaluations; 0 evaluates once per epoch
 

@@ -23,7 +23,7 @@ import numpy as np
 from .config import RunConfig
 from .history import BoundedHistory
 from .snapshot import Probe, Samples, Snapshot, run_name
-from .train import Trainer, device_label
+from .train import Trainer
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -71,7 +71,7 @@ class RunDirWriter:
         _write_json(self.path / "status.json", {
             "status": status, "message": message, "epoch": trainer.epoch, "step": trainer.step,
             "tokens": trainer.tokens, "tokens_per_s": last["tokens_per_s"] if last else 0.0,
-            "elapsed": time.time() - self.started, "device": device_label(trainer.device),
+            "elapsed": time.time() - self.started, "device": trainer.device_label,
             "processes": trainer.world, "parameters": trainer.parameter_count,
             "best": None if trainer.best is None else {k: trainer.best[k] for k in ("val_ppl", "step", "tokens")}})
 

@@ -27,7 +27,7 @@ from .history import BoundedHistory
 from .introspect import layer_saturation, trace
 from .rundir import RunDirWriter
 from .snapshot import IDLE, Probe, Samples, Snapshot, run_name
-from .train import Diverged, Trainer, device_label
+from .train import Diverged, Trainer
 
 DEFAULT_PROBE = ("the time traveller for so it will be convenient to speak of him was expounding "
                  "a recondite matter to us his grey eyes shone and twinkled")
@@ -447,7 +447,7 @@ class _Worker:
         self.run.snapshot = Snapshot(
             run_id=self.run.id, name=run_name(t.config), config=t.config, status=self.status,
             message=self.message, epoch=t.epoch, step=t.step, tokens=t.tokens, tokens_per_s=speed,
-            elapsed=elapsed, eta=_eta(t, speed), device=device_label(t.device), parameters=t.parameter_count,
+            elapsed=elapsed, eta=_eta(t, speed), device=t.device_label, parameters=t.parameter_count,
             metrics=t.metrics.records(), evals=t.evals.records(), events=tuple(t.events),
             best=None if t.best is None else {k: v for k, v in t.best.items() if k != "weights"},
             probe=self.probe, samples=self.samples, notices=t.corpus.notices, saturation=self.saturation.records(),

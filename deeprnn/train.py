@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import random
 import time
 
@@ -16,6 +15,7 @@ from .batches import ITERATORS, check_length, eval_chunks
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import ConfigError, RunConfig
 from .corpus import Codec, Corpus, Vocab, build_corpus
+from .device import autocast, device_label, resolve_device, resolve_precision
 from .history import BoundedHistory
 from .model import StackedRNN, count_parameters, detach_state
 
@@ -36,29 +36,10 @@ class Diverged(RuntimeError):
         self.step = step
 
 
-def resolve_device(name: str, distributed: bool = False) -> torch.device:
-    """`auto` picks CUDA, then Apple's MPS, then the CPU; under torchrun, this process's GPU."""
-    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
-    if name == "auto":
-        name = "cuda" if cuda else "mps" if mps else "cpu"
-    if (name == "cuda" and not cuda) or (name == "mps" and not mps):
-        raise ConfigError("device", f"is {name}, but no {name.upper()} device is available here")
-    if name == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) if distributed else 0)
-    return torch.device(name)
-
-
 def distributed_rank_and_size() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
-
-
-def device_label(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(device)})"
-    return device.type
 
 
 def layer_weight_index(model: StackedRNN) -> list[tuple[int, int]]:
@@ -91,6 +72,7 @@ class Trainer:
         if config.batch % self.world:
             raise ConfigError("batch", f"must be divisible by the {self.world} processes (got {config.batch})")
         self.device = resolve_device(config.device, self.world > 1)
+        self.precision = resolve_precision(config.precision, self.device)
         self.corpus = corpus or build_corpus(config)
         check_length(len(self.corpus.train), config.batch, config.steps)
         torch.manual_seed(config.seed)
@@ -116,6 +98,10 @@ class Trainer:
     @property
     def codec(self) -> Codec:
         return self.corpus.codec
+
+    @property
+    def device_label(self) -> str:
+        return device_label(self.device, self.precision)
 
     @property
     def parameter_count(self) -> int:
@@ -183,8 +169,9 @@ class Trainer:
             state = detach_state(state)
         if self.config.schedule != "constant":
             self._apply_schedule()
-        logits, state = self.forward(x, state)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.T.reshape(-1))
+        with autocast(self.device, self.precision):
+            logits, state = self.forward(x, state)
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.T.reshape(-1))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         # The per-parameter norms clipping needs anyway, kept for the gradient-flow view.
@@ -270,8 +257,9 @@ class Trainer:
         self.model.eval()
         total, count, state = 0.0, 0, None
         for x, y in eval_chunks(self.val_ids, self.config.batch, self.config.steps):
-            logits, state = self.model(x, state)
-            total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.T.reshape(-1), reduction="sum")
+            with autocast(self.device, self.precision):
+                logits, state = self.model(x, state)
+            total += F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.T.reshape(-1), reduction="sum")
             count += y.numel()
         self.model.train(was_training)
         return math.exp(float(total) / count)
