@@ -5,16 +5,19 @@ import collections
 
 
 class BoundedHistory:
-    """Keeps the newest `recent` records exact and thins older ones by halving.
+    """Keeps the newest `recent` records exact and older ones at an even stride.
 
-    Old records are dropped every other one whenever the archive overflows, so a curve keeps its
-    shape at coarser resolution while memory stays at most recent + archive records.
+    The archive holds every `stride`-th record that left the recent window; when it overflows it
+    drops every other record and the stride doubles. The kept points stay evenly spaced, so a
+    curve keeps its shape at a coarser resolution while memory stays at most recent + archive.
     """
 
     def __init__(self, recent: int = 1000, archive: int = 1000, records=()):
         self.recent_size, self.archive_size = recent, archive
         self._recent = collections.deque()
         self._archive: list = []
+        self._stride = 1
+        self._evicted = 0  # records that have left the recent window
         self.total = 0  # records ever appended, retained or not
         for record in records:
             self.append(record)
@@ -23,9 +26,15 @@ class BoundedHistory:
         self.total += 1
         self._recent.append(record)
         if len(self._recent) > self.recent_size:
-            self._archive.append(self._recent.popleft())
+            self._archive_or_drop(self._recent.popleft())
+
+    def _archive_or_drop(self, record) -> None:
+        if self._evicted % self._stride == 0:
+            self._archive.append(record)
             if len(self._archive) > self.archive_size:
                 self._archive = self._archive[::2]
+                self._stride *= 2
+        self._evicted += 1
 
     def records(self) -> tuple:
         return tuple(self._archive) + tuple(self._recent)
