@@ -137,9 +137,9 @@ with st.sidebar:
                "in the comparison.")
     st.selectbox("Cell", list(ctl.CELL_LABELS), format_func=ctl.CELL_LABELS.get, key="cell",
                  on_change=restart_if_running)
-    st.slider("Layers", 1, 8, key="layers", on_change=restart_if_running)
+    st.slider("Layers", *ctl.LAYER_RANGE, key="layers", on_change=restart_if_running)
     st.select_slider("Hidden units", ctl.HIDDEN_CHOICES, key="hidden", on_change=restart_if_running)
-    st.slider("Dropout", 0.0, 0.8, step=0.05, key="dropout", on_change=restart_if_running)
+    st.slider("Dropout", ctl.DROPOUT_RANGE[0], ctl.DROPOUT_RANGE[1], step=ctl.DROPOUT_RANGE[2], key="dropout", on_change=restart_if_running)
     st.select_slider("Input", ctl.EMBEDDING_CHOICES, key="embedding", on_change=restart_if_running,
                      format_func=lambda e: "one-hot" if e == 0 else f"embedding {e}")
 
@@ -152,7 +152,7 @@ with st.sidebar:
                      on_change=lambda: session.set_clip(state.clip))
     st.select_slider("Batch size", ctl.BATCH_CHOICES, key="batch")
     st.select_slider("Steps per minibatch", ctl.STEPS_CHOICES, key="steps")
-    st.number_input("Epoch budget", min_value=1, max_value=100_000, key="epochs")
+    st.number_input("Epoch budget", *ctl.EPOCH_RANGE, key="epochs")
     found = ctl.devices_found()
     st.selectbox("Device", list(found), format_func=found.get, key="device")
     st.caption("Optimizer, batch, steps, budget and device apply at the next Start.")

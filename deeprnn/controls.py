@@ -22,6 +22,10 @@ CORPUS_LABELS = {"timemachine": "The Time Machine", "pydocs": "Python docs (offl
                  "upload": "Upload a .txt", "paste": "Paste text"}
 TOKEN_LABELS = {"char": "characters", "word": "words"}
 CELL_LABELS = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}
+# Every value a widget can submit is a valid RunConfig value (tests/test_hostile_settings.py).
+LAYER_RANGE = (1, 8)
+DROPOUT_RANGE = (0.0, 0.8, 0.05)  # low, high, step
+EPOCH_RANGE = (1, 100_000)
 HIDDEN_CHOICES = (16, 32, 64, 128, 192, 256, 384, 512, 1024)
 EMBEDDING_CHOICES = (0, 8, 16, 32, 64, 128)  # 0: one-hot input, as in the book
 LR_CHOICES = (1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 3e-3, 5e-3, 8e-3, 1e-2, 2e-2, 5e-2, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)

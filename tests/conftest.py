@@ -1,15 +1,26 @@
 import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 import torch
 
 # Tests read the book's corpus from the shared copy (these machines have no internet).
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
 os.environ.setdefault("DEEPRNN_DATA_DIR", str(SHARED_DATA))
 torch.set_num_threads(1)  # several tests train at once under the session tests; keep them polite
 
 from deeprnn.config import RunConfig  # noqa: E402
+from deeprnn.session import TrainingSession, close_all_sessions  # noqa: E402
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
+                 "--disable-component-update", "--disable-sync"]
 
 
 @pytest.fixture
@@ -23,3 +34,70 @@ def small_config():
 def isolated_cache(tmp_path, monkeypatch):
     """Never let a test write to the real user cache."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+# --- the live session ---------------------------------------------------------------------------
+@pytest.fixture
+def session():
+    s = TrainingSession(report_every_s=0.05, view_every_s=0.2)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def config(small_config):
+    """The small run with a budget no test waits out."""
+    return small_config.replace(epochs=1000)
+
+
+# --- the page through AppTest ------------------------------------------------------------------
+@pytest.fixture
+def app():
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=60)
+    at.run()
+    yield at
+    close_all_sessions()
+    # AppTest pages share one session id, so the next test's page would get this tab's session back
+    st.cache_resource.clear()
+
+
+# --- the page in a real browser ------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def server():
+    """(url, pid) of `streamlit run dashboard.py` on a free local port."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.headless", "true",
+         "--server.address", "127.0.0.1", "--server.port", str(port)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"{url}/_stcore/health", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.3)
+    else:
+        proc.kill()
+        pytest.fail("streamlit did not come up: " + proc.stdout.read().decode())
+    yield url, proc.pid
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's chromium driven by Playwright (Playwright cannot download browsers here)."""
+    if not shutil.which(CHROMIUM):
+        pytest.skip("Debian's chromium is not installed")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()

@@ -1,6 +1,4 @@
 import json
-import subprocess
-import sys
 
 import pytest
 
@@ -56,13 +54,3 @@ def test_empty_file_is_refused(tmp_path, capsys):
     (tmp_path / "empty.txt").write_text("")
     assert main(["train", "--corpus", str(tmp_path / "empty.txt")]) == 2
     assert "empty" in capsys.readouterr().err
-
-
-def test_divergence_exits_3_and_saves_good_weights(tmp_path):
-    ckpt = tmp_path / "d.pt"
-    proc = subprocess.run([sys.executable, "-m", "deeprnn", "train", *TINY, "--optimizer", "sgd", "--lr", "100",
-                           "--clip", "0", "--cell", "rnn", "--epochs", "30", "--save", str(ckpt)],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 3, proc.stderr
-    assert proc.stderr.strip().splitlines()[-1].startswith("error: diverged at step")
-    assert "Traceback" not in proc.stderr and ckpt.exists()

@@ -1,37 +1,9 @@
 """The page's logic through streamlit's AppTest: widgets in, session commands and views out."""
 import json
-import time
-from pathlib import Path
 
 import pytest
-from streamlit.testing.v1 import AppTest
 
-from deeprnn.session import close_all_sessions
-
-DASHBOARD = str(Path(__file__).resolve().parents[1] / "dashboard.py")
-
-
-@pytest.fixture
-def app():
-    at = AppTest.from_file(DASHBOARD, default_timeout=60)
-    at.run()
-    yield at
-    close_all_sessions()
-
-
-def rerun_until(at, predicate, timeout=40.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        at.run()
-        assert not at.exception, at.exception
-        if predicate(at):
-            return
-        time.sleep(0.5)
-    raise AssertionError("the page never showed it")
-
-
-def button(at, label):
-    return next(b for b in at.button if b.label == label)
+from support import button, rerun_until, title
 
 
 def figures(at):
@@ -47,10 +19,6 @@ def heatmap_counts(at):
                 label = trace["colorbar"]["title"]["text"]
                 counts[label] = counts.get(label, 0) + 1
     return counts
-
-
-def title(at):
-    return next((m.value for m in at.markdown if m.value.startswith("### ")), "")
 
 
 def test_page_loads_with_the_documented_controls(app):
@@ -115,25 +83,6 @@ def test_every_cell_trains_and_the_introspection_views_render(app, cell):
     app.selectbox(key="finder_pattern").set_value("a regular expression").run()
     app.text_input(key="finder_regex").set_value("[").run()
     assert not app.exception and any("regular expression" in w.value for w in app.warning)
-
-
-def test_fast_fiddling_leaves_one_active_run_and_no_orphan_threads(app):
-    import threading
-    baseline = threading.active_count()
-    button(app, "Start").click().run()
-    started = time.monotonic()
-    for i in range(50):  # 50 slider changes in about 10 seconds, each restarting the run
-        app.slider(key="layers").set_value(1 + i % 4).run()
-        time.sleep(max(0.0, started + (i + 1) * 0.2 - time.monotonic()))
-    assert not app.exception
-    rerun_until(app, lambda at: "LSTM x2" in title(at))
-    from deeprnn.session import _live_sessions
-    (session,) = list(_live_sessions)
-    assert sum(1 for r in session.runs() if r.active) == 1
-    deadline = time.monotonic() + 10  # a stopped run's worker may take a moment to end
-    while threading.active_count() > baseline + 1 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert threading.active_count() <= baseline + 1  # this tab's one worker
 
 
 def test_the_book_is_the_first_preset_and_the_page_starts_on_the_fast_one(app):

@@ -1,12 +1,11 @@
-"""Hostile uploads and settings: every one ends in a clean result or a clean error, never a crash."""
+"""Hostile uploads and texts: each ends in a corpus or a clean error that says what is wrong."""
 import random
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from deeprnn.batches import TooShortError, check_length
-from deeprnn.cli import main
 from deeprnn.config import RunConfig
 from deeprnn.controls import text_from_upload
 from deeprnn.corpus import MAX_TEXT_BYTES, CorpusError, corpus_from_text, read_text_file
@@ -74,30 +73,3 @@ def test_huge_word_vocabulary_is_capped_with_a_notice():
     config = RunConfig(corpus="text", text=" ".join(words), tokens="word", max_vocab=1000)
     corpus = corpus_from_text(config.text, config)
     assert len(corpus.vocab) == 1000 and any("capped" in n for n in corpus.notices)
-
-
-CONFIG_FLAGS = {
-    "--layers": st.integers(-3, 12), "--hidden": st.integers(-4, 40), "--dropout": st.floats(-1, 2),
-    "--lr": st.floats(-1, 200) | st.sampled_from([float("nan"), float("inf")]), "--batch": st.integers(-2, 40),
-    "--steps": st.integers(-2, 40), "--embedding": st.integers(-2, 20), "--clip": st.floats(-1, 10),
-    "--val-fraction": st.floats(-0.5, 1.0), "--cell": st.sampled_from(["rnn", "gru", "lstm", "tcn", ""]),
-    "--tokens": st.sampled_from(["char", "word", "byte"]), "--max-tokens": st.integers(-5, 3000),
-    "--optimizer": st.sampled_from(["sgd", "adam", "lion"]), "--seed": st.integers(-5, 2**32),
-}
-
-
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.dictionaries(st.sampled_from(sorted(CONFIG_FLAGS)), st.none(), max_size=6).flatmap(
-    lambda keys: st.fixed_dictionaries({k: CONFIG_FLAGS[k] for k in keys})))
-def test_random_cli_configs_train_or_fail_cleanly(capsys, flags):
-    argv = ["train", "--epochs", "1", "--device", "cpu", "--max-tokens", "1500", "--hidden", "8"]
-    for flag, value in flags.items():
-        argv += [flag, str(value)]
-    status = main(argv)
-    out, err = capsys.readouterr()
-    assert status in (0, 2, 3), status
-    assert "Traceback" not in err
-    if status == 2:
-        assert err.strip().splitlines()[-1].startswith("error: ")
-    if status == 0:
-        assert out.startswith("perplexity ")

@@ -1,0 +1,66 @@
+"""Helpers the test modules share: waiting, driving AppTest, and watching the page's server."""
+import os
+import time
+
+
+def wait_for(predicate, timeout=20.0, interval=0.02):
+    """The first truthy value of `predicate()` within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("condition not met in time")
+
+
+# --- AppTest -----------------------------------------------------------------------------------
+def rerun_until(at, predicate, timeout=40.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        at.run()
+        assert not at.exception, at.exception
+        if predicate(at):
+            return
+        time.sleep(0.5)
+    raise AssertionError("the page never showed it")
+
+
+def button(at, label):
+    return next(b for b in at.button if b.label == label)
+
+
+def title(at):
+    return next((m.value for m in at.markdown if m.value.startswith("### ")), "")
+
+
+# --- a real browser ----------------------------------------------------------------------------
+def start_training(page, url: str, epochs: int = 1000) -> None:
+    """Open the page and press Start with an epoch budget no test waits out."""
+    page.goto(url)
+    budget = page.get_by_label("Epoch budget")
+    budget.fill(str(epochs))
+    budget.press("Enter")
+    page.wait_for_timeout(500)
+    page.get_by_role("button", name="Start").click()
+
+
+# --- the server process behind a real browser ------------------------------------------------------
+def server_threads(pid: int) -> int:
+    return int(next(line.split()[1] for line in open(f"/proc/{pid}/status") if line.startswith("Threads:")))
+
+
+def server_cpu_seconds(pid: int) -> float:
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def idle_within(pid: int, seconds: float) -> bool:
+    """Whether the server settles to under 0.25 CPU seconds per second within `seconds`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        before = server_cpu_seconds(pid)
+        time.sleep(2)
+        if server_cpu_seconds(pid) - before < 0.5:
+            return True
+    return False

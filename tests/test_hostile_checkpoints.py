@@ -1,0 +1,82 @@
+"""Checkpoints: truncated, corrupted, foreign or malicious files are refused with a clear error and
+never unpickled; a failed save leaves the previous checkpoint whole."""
+import os
+import pickle
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from deeprnn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from deeprnn.train import Trainer
+
+
+@pytest.fixture
+def saved(tmp_path, small_config):
+    trainer = Trainer(small_config)
+    path = tmp_path / "good.pt"
+    trainer.save(path)
+    return trainer, path
+
+
+def test_corrupt_and_foreign_checkpoints_are_refused(saved, tmp_path):
+    _, good = saved
+    data = good.read_bytes()
+    (tmp_path / "truncated.pt").write_bytes(data[: len(data) // 2])
+    (tmp_path / "garbage.pt").write_bytes(b"\x00garbage" * 100)
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
+    torch.save(torch.nn.Linear(2, 2), tmp_path / "pickled_module.pt")
+    for name in ("truncated", "garbage", "foreign", "pickled_module"):
+        with pytest.raises(CheckpointError):
+            load_checkpoint(tmp_path / f"{name}.pt")
+    assert load_checkpoint(good)["counters"]["step"] == 0
+
+
+class Payload:
+    """Unpickling this would run code: weights_only loading must refuse it untouched."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.mkdir, (str(self.marker),))
+
+
+def test_a_malicious_pickle_is_refused_and_never_run(tmp_path):
+    marker = tmp_path / "code-ran"
+    path = tmp_path / "evil.pt"
+    with open(path, "wb") as f:
+        pickle.dump({"model": Payload(marker)}, f)
+    torch.save({"model": Payload(marker)}, tmp_path / "evil-zip.pt")
+    for evil in (path, tmp_path / "evil-zip.pt"):
+        with pytest.raises(CheckpointError):
+            load_checkpoint(evil)
+    assert not marker.exists()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cut=st.floats(0, 1, exclude_max=True), flips=st.lists(st.integers(0, 2**31), max_size=8))
+def test_any_damage_to_a_checkpoint_is_a_clean_error_or_a_whole_checkpoint(saved, tmp_path, cut, flips):
+    trainer, good = saved
+    data = bytearray(good.read_bytes())
+    for flip in flips:
+        data[flip % len(data)] ^= 0xFF
+    damaged = tmp_path / "damaged.pt"
+    damaged.write_bytes(bytes(data[: max(1, int(len(data) * cut))] if cut else data))
+    try:
+        payload = load_checkpoint(damaged)
+    except CheckpointError as err:
+        assert str(damaged) in str(err) or "checkpoint" in str(err)
+    else:  # flipped bytes inside a tensor's data still load: the structure must be the whole one
+        assert set(payload) == set(load_checkpoint(good))
+        assert payload["model"].keys() == trainer.model.state_dict().keys()
+
+
+def test_failed_save_keeps_previous_checkpoint(saved, tmp_path, monkeypatch):
+    trainer, path = saved
+    before = path.read_bytes()
+    monkeypatch.setattr(torch, "save", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError):
+        save_checkpoint(trainer.checkpoint(), path)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["good.pt"]

@@ -1,0 +1,67 @@
+"""Many tabs: each tab has its own session and worker, two train at once, closing one stops its
+worker, and a server-wide cap answers "too many runs on this server" instead of thrashing."""
+import threading
+import time
+
+import pytest
+
+from deeprnn import session as session_mod
+from deeprnn.session import TrainingSession
+
+from support import server_threads, start_training, wait_for
+
+
+def test_worker_cap_answers_too_many_runs(config, monkeypatch):
+    monkeypatch.setattr(session_mod, "_worker_slots", threading.BoundedSemaphore(1))
+    first, second = TrainingSession(), TrainingSession()
+    try:
+        first.start(config)
+        with pytest.raises(session_mod.SessionError, match="too many runs on this server"):
+            second.start(config)
+        first.stop()
+        second.start(config)  # the slot is free again
+        wait_for(lambda: second.snapshot().step > 0)
+    finally:
+        first.close()
+        second.close()
+
+
+def test_two_sessions_train_at_once(config):
+    a, b = TrainingSession(report_every_s=0.05), TrainingSession(report_every_s=0.05)
+    try:
+        a.start(config)
+        b.start(config.replace(cell="gru"))
+        wait_for(lambda: a.snapshot().step > 5 and b.snapshot().step > 5)
+        assert a.snapshot().status == b.snapshot().status == "running"
+    finally:
+        a.close()
+        b.close()
+
+
+def shown_step(page) -> int:
+    """The step the page's progress line shows ("epoch 0 / 5 · step 1,234 · ...")."""
+    text = page.locator("[data-testid=stProgress]").first.inner_text()
+    return int(text.split("step ")[1].split(" ")[0].replace(",", ""))
+
+
+def test_two_browser_tabs_train_at_once_and_closing_one_stops_only_its_worker(server, browser):
+    url, pid = server
+    baseline = server_threads(pid)
+    tabs = [browser.new_context().new_page() for _ in range(2)]  # two contexts: two sessions
+    for tab in tabs:
+        start_training(tab, url)
+    for tab in tabs:
+        tab.locator("[data-testid=stProgress]").first.wait_for(timeout=60_000)
+    first = [wait_for(lambda: shown_step(tab), timeout=60) for tab in tabs]
+    time.sleep(6)
+    assert all(shown_step(tab) > step for tab, step in zip(tabs, first)), "both tabs progress"
+    training = server_threads(pid)
+    assert training >= baseline + 2  # one worker per tab
+
+    closed, kept = tabs
+    closed.context.close()
+    wait_for(lambda: server_threads(pid) < training, timeout=30, interval=0.5)
+    still = shown_step(kept)
+    time.sleep(4)
+    assert shown_step(kept) > still  # the other tab's run goes on
+    kept.context.close()
