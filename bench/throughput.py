@@ -9,6 +9,7 @@ seed. On a machine with CUDA it does the same on the GPU.
 
     python bench/throughput.py --rounds 6 --epochs-per-round 10
     python bench/throughput.py --rounds 50 --epochs-per-round 10   # the book's 500 epochs: fidelity
+    python bench/throughput.py --precision fp32                      # float32 products only
 """
 import argparse
 import importlib.util
@@ -69,8 +70,8 @@ class Book:
 
 
 class Ours:
-    def __init__(self, device: str):
-        self.trainer = Trainer(preset("d2l", device=device, epochs=100_000))
+    def __init__(self, device: str, precision: str):
+        self.trainer = Trainer(preset("d2l", device=device, precision=precision, epochs=100_000))
         self.steps = self.trainer.steps()
 
     def train_epochs(self, n: int) -> int:
@@ -94,14 +95,15 @@ def timed(runner, epochs: int, device: str) -> float:
     return tokens / (time.perf_counter() - started)
 
 
-def compare(device: str, rounds: int, epochs: int, reference: Path) -> None:
-    book, ours = Book(load_reference(reference), device), Ours(device)
+def compare(device: str, precision: str, rounds: int, epochs: int, reference: Path) -> None:
+    book, ours = Book(load_reference(reference), device), Ours(device, precision)
+    label = ours.trainer.device_label  # the device and, where used, bf16
     ratios = []
     for i in range(rounds):
         book_speed, our_speed = timed(book, epochs, device), timed(ours, epochs, device)
         ratios.append(our_speed / book_speed)
-        print(f"| {device} | {i + 1} | {book_speed:,.0f} | {our_speed:,.0f} | {ratios[-1]:.2f}x |", flush=True)
-    print(f"| {device} | median of {rounds} | | | {statistics.median(ratios):.2f}x |")
+        print(f"| {label} | {i + 1} | {book_speed:,.0f} | {our_speed:,.0f} | {ratios[-1]:.2f}x |", flush=True)
+    print(f"| {label} | median of {rounds} | | | {statistics.median(ratios):.2f}x |")
     print(f"\nafter {book.epoch} epochs, same seed: perplexity reference {book.ppl:.3f}, deeprnn {ours.ppl:.3f}")
     print(f"reference: {book.ref.predict('time traveller', 50, book.model, book.vocab, book.device)}")
     print(f"deeprnn:   {continue_text(ours.trainer.model, ours.trainer.codec, 'time traveller', 50)}\n")
@@ -112,14 +114,16 @@ def main():
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--epochs-per-round", type=int, default=10)
     parser.add_argument("--reference", type=Path, default=REFERENCE)
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                        help="deeprnn's precision (the reference always computes in float32)")
     args = parser.parse_args()
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     print(f"book's recipe (2-layer LSTM 256, one-hot, batch 32, 35 steps, SGD lr 2), {torch.get_num_threads()} "
           f"CPU threads, torch {torch.__version__}"
           + (f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""))
-    print("\n| device | round | reference tokens/s | deeprnn tokens/s | ratio |\n| --- | --- | --- | --- | --- |")
+    print("\n| deeprnn on | round | reference tokens/s | deeprnn tokens/s | ratio |\n| --- | --- | --- | --- | --- |")
     for device in devices:
-        compare(device, args.rounds, args.epochs_per_round, args.reference)
+        compare(device, args.precision, args.rounds, args.epochs_per_round, args.reference)
 
 
 if __name__ == "__main__":
