@@ -15,7 +15,9 @@ import queue
 import threading
 import time
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import pandas as pd
 import torch
@@ -69,6 +71,7 @@ class _Run:
         self.trainer: Trainer | None = None
         self.thread: threading.Thread | None = None
         self.lock = threading.Lock()  # guards the trainer once the worker has ended
+        self.ended = False  # set when the worker leaves: views still queued for it are skipped
 
 
 _worker_slots = threading.BoundedSemaphore(MAX_WORKERS)
@@ -93,6 +96,8 @@ class TrainingSession:
         self._control = threading.RLock()  # serialises start and stop: one active run at most
         self._active_id: int | None = None
         self.views = ViewSettings()
+        # One view thread per session, shared by its runs: a restart storm queues views, never threads.
+        self._view_thread = ThreadPoolExecutor(1, thread_name_prefix="deeprnn-views")
         if TORCH_THREADS:
             torch.set_num_threads(TORCH_THREADS)
         _live_sessions.add(self)
@@ -180,6 +185,8 @@ class TrainingSession:
             if run.thread is not None and run.thread.is_alive():
                 run.commands.put(("stop", None))
                 run.thread.join(STOP_TIMEOUT_S)
+        self._view_thread.shutdown(wait=False, cancel_futures=True)
+        self._view_thread = ThreadPoolExecutor(1, thread_name_prefix="deeprnn-views")  # no thread until used
 
     # --- reading ---------------------------------------------------------------------------------
     def snapshot(self) -> Snapshot:
@@ -236,7 +243,7 @@ class TrainingSession:
 
     def _work(self, run: _Run) -> None:
         try:
-            _Worker(run, self.view_every_s, self.report_every_s).loop()
+            _Worker(run, self._view_thread, self.view_every_s, self.report_every_s).loop()
         finally:
             _worker_slots.release()
 
@@ -286,6 +293,14 @@ def compute_views(trainer: Trainer, views: ViewSettings) -> tuple[Probe, Samples
     return probe, samples
 
 
+def _timed_views(run: _Run, source, views: ViewSettings):
+    """Views and their cost, or None for a run that ended while they waited their turn."""
+    if run.ended:
+        return None
+    started = time.perf_counter()
+    return compute_views(source, views), time.perf_counter() - started
+
+
 def saturation_records(probe: Probe, cell: str) -> list[dict]:
     """One row per layer and gate: the mean fraction of (unit, step) pairs left / right saturated."""
     rows = []
@@ -305,7 +320,7 @@ def _model_with(trainer: Trainer, weights: dict):
 class _Worker:
     """The loop of one run's thread: apply commands, train a step, publish, refresh views."""
 
-    def __init__(self, run: _Run, view_every_s: float, report_every_s: float):
+    def __init__(self, run: _Run, view_thread: ThreadPoolExecutor, view_every_s: float, report_every_s: float):
         self.run, self.view_every_s, self.report_every_s = run, view_every_s, report_every_s
         self.paused = self.stopped = False
         self.message: str | None = None
@@ -320,6 +335,8 @@ class _Worker:
         self.saturation = BoundedHistory(recent=2000, archive=2000)
         self.last_report = self.last_views = 0.0
         self.view_interval, self.last_view_cost = view_every_s, 0.0
+        self.view_thread = view_thread
+        self.pending = None  # the views being computed
 
     def loop(self) -> None:
         try:
@@ -336,6 +353,7 @@ class _Worker:
             self.publish()
         finally:
             self.run.commands = _ClosedQueue()
+            self.run.ended = True  # a stop does not wait for views
 
     def train(self) -> None:
         steps = self.trainer.steps()
@@ -366,7 +384,7 @@ class _Worker:
             self.status = "stopped"
         self.report_pending()
         if not self.stopped:  # a stop returns at once; a finished run shows its final weights
-            self.refresh_views()
+            self.refresh_views(wait=True)
         self.publish()
 
     def report_pending(self) -> None:
@@ -378,7 +396,7 @@ class _Worker:
     def pause_with(self, message: str) -> None:
         self.message = message
         self.paused, self.status, self.paused_at = True, "paused", time.perf_counter()
-        self.refresh_views()
+        self.refresh_views(wait=True)
         self.publish()
 
     def apply_commands(self, block: bool) -> None:
@@ -394,7 +412,7 @@ class _Worker:
         if command == "pause" and not self.paused:
             self.report_pending()
             self.paused, self.status, self.paused_at = True, "paused", time.perf_counter()
-            self.refresh_views()  # a paused run shows the weights it stopped at
+            self.refresh_views(wait=True)  # a paused run shows the weights it stopped at
         elif command == "resume" and self.paused:
             self.paused, self.status, self.message = False, "running", None
             self.paused_seconds += time.perf_counter() - self.paused_at
@@ -408,24 +426,39 @@ class _Worker:
         elif command == "views":
             for key, v in value.items():
                 setattr(self.run.views, key, v)
-            self.refresh_views()
+            self.refresh_views(wait=True)
         elif command == "checkpoint":
             best, reply = value
             reply.put(_checkpoint_payload(self.trainer, best))
             return
         self.publish()
 
-    def refresh_views(self) -> None:
-        """Probe and samples of the current weights, in this thread between two steps.
+    def refresh_views(self, wait: bool = False) -> None:
+        """Compute the views on a copy of the weights in the view thread, one refresh at a time, so
+        training goes on meanwhile; `wait` blocks for fresh views of the current weights (used when
+        training is halted anyway: a pause, the end, new view settings).
 
-        A copy of the weights probed in a thread of its own cost training more on two cores (the
-        page trained at 53% of headless against 79% here, bench/dashboard_overhead.py): that thread
-        contends with every step for the GIL. The pace keeps the views under VIEW_SHARE instead."""
-        started = time.perf_counter()
-        self.probe, self.samples = compute_views(self.trainer, self.run.views)
+        The copy takes the worker a few milliseconds; the view thread's cost, GIL included, paces
+        the refreshes so that they take at most VIEW_SHARE of the run."""
+        if wait and self.pending is not None:
+            self.pending.result()
+            self.collect()
+        if self.pending is None:
+            source = SimpleNamespace(model=copy.deepcopy(self.trainer.model), codec=self.trainer.codec,
+                                     step=self.trainer.step, best=self.trainer.best)
+            self.pending = self.view_thread.submit(_timed_views, self.run, source, ViewSettings(**vars(self.run.views)))
+        if wait:
+            self.pending.result()
+        self.collect()
+
+    def collect(self) -> None:
+        """Take finished views, if any, and pace the next refresh by what they cost."""
+        if self.pending is None or not self.pending.done():
+            return
+        (self.probe, self.samples), cost = self.pending.result()
+        self.pending = None
         for record in saturation_records(self.probe, self.trainer.config.cell):
             self.saturation.append(record)
-        cost = time.perf_counter() - started
         self.view_seconds += cost
         self.last_views = time.perf_counter()
         # the smaller of the last two costs: one slow refresh (the first, cold one) sets no pace
@@ -435,6 +468,8 @@ class _Worker:
     def publish(self) -> None:
         """Build a new Snapshot and swap it in: readers see the old one or the new one, whole."""
         t = self.trainer
+        if t is not None:
+            self.collect()
         if t is None:
             self.run.snapshot = _replace(self.run.snapshot, status=self.status, message=self.message)
             return

@@ -23,9 +23,9 @@ def test_fast_fiddling_leaves_one_active_run_and_no_orphan_threads(app):
     (session,) = list(_live_sessions)
     assert sum(1 for r in session.runs() if r.active) == 1
     deadline = time.monotonic() + 10  # a stopped run's worker may take a moment to end
-    while threading.active_count() > baseline + 1 and time.monotonic() < deadline:
+    while threading.active_count() > baseline + 2 and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert threading.active_count() <= baseline + 1  # this tab's one worker
+    assert threading.active_count() <= baseline + 2, [t.name for t in threading.enumerate()]  # a worker, a view thread
 
 
 def test_concurrent_commands_never_deadlock_or_leak_threads(config):

@@ -117,3 +117,22 @@ def test_a_page_run_keeps_a_run_directory_when_asked(session, config, tmp_path):
     assert [r["step"] for r in watched.metrics] == [r["step"] for r in live.metrics]
     assert len(watched.probe.hidden) == 2 and watched.samples is not None
     assert main(["generate", "--checkpoint", str(tmp_path / "page-run" / "checkpoint.pt"), "--length", "3"]) == 0
+
+
+def test_views_are_computed_on_a_copy_while_training_goes_on(session, config, monkeypatch):
+    original, seen = session_mod.compute_views, []
+
+    def slow_views(source, views):
+        trainer = session._runs[run_id].trainer
+        step = trainer.step
+        time.sleep(1.0)  # a probe that takes a second: training must not wait for it
+        seen.append((source.model is not trainer.model, step, trainer.step, source.step))
+        return original(source, views)
+
+    monkeypatch.setattr(session_mod, "compute_views", slow_views)
+    run_id = session.start(config)
+    wait_for(lambda: len(seen) >= 2, timeout=30)
+    for is_copy, before, after, probed in seen:
+        assert is_copy and after > before  # steps went on during the probe
+        assert probed <= before  # the probe shows the weights as they were copied
+    assert session.snapshot().probe.step in {probed for *_, probed in seen}
