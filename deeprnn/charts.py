@@ -58,7 +58,7 @@ def _mark_events(fig: go.Figure, snapshot, x: str) -> None:
         if at is None:
             continue
         label = {"lr": f"lr {event['value']:g}", "clip": f"clip {event['value']:g}",
-                 "diverged": "diverged"}.get(event["kind"], event["kind"])
+                 "temperature": f"T {event['value']:g}", "diverged": "diverged"}.get(event["kind"], event["kind"])
         fig.add_vline(x=at, line=dict(color="#888", dash="dot", width=1))
         fig.add_annotation(x=at, y=1, yref="paper", text=label, showarrow=False, yanchor="bottom",
                            font=dict(size=10, color="#555"))

@@ -1,7 +1,8 @@
 """A run directory: the shared record of a run, written while it trains and readable at any time.
 
     config.json       the RunConfig
-    metrics.jsonl     append-only, one JSON object a line: {"kind": "train"|"eval"|"event", ...}
+    metrics.jsonl     append-only, one JSON object a line: {"kind": "train"|"eval", ...} or
+                      {"kind": "event", "event": {"kind": "lr"|"clip"|"temperature"|"diverged", ...}}
     status.json       counters and state, replaced atomically
     probe.npz         the latest probe (states and gates per layer), replaced atomically
     samples.json      the latest samples, replaced atomically
@@ -83,7 +84,7 @@ class RunDirWriter:
                 lines += [{"kind": kind, **row} for row in history.records()[-new:]]
                 self.written[kind] = history.total
         for event in trainer.events[self.written["event"]:]:
-            lines.append({"kind": "event", **event})
+            lines.append({"kind": "event", "event": event})  # an event has a kind of its own
         self.written["event"] = len(trainer.events)
         if lines:
             with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as f:
@@ -122,7 +123,8 @@ def read_metrics(path: Path) -> dict[str, list]:
         if not line.endswith("\n"):
             break
         row = json.loads(line)
-        rows[row.pop("kind")].append(row)
+        kind = row.pop("kind")
+        rows[kind].append(row["event"] if kind == "event" else row)
     for kind in ("train", "eval"):  # a resumed run rewrites the steps after its checkpoint: last wins
         by_step = {row["step"]: row for row in rows[kind]}
         rows[kind] = [by_step[step] for step in sorted(by_step)]

@@ -426,6 +426,9 @@ class _Worker:
         elif command == "views":
             for key, v in value.items():
                 setattr(self.run.views, key, v)
+            if "temperature" in value:  # marked on the curve like a rate change
+                self.trainer.events.append({"step": self.trainer.step, "kind": "temperature",
+                                            "value": value["temperature"]})
             self.refresh_views(wait=True)
         elif command == "checkpoint":
             best, reply = value

@@ -54,6 +54,18 @@ def test_lr_change_lands_at_the_next_step(session, config):
         session.set_lr(-1)
 
 
+def test_clip_and_temperature_changes_are_events_and_reach_the_run_directory(session, config, tmp_path):
+    from deeprnn.rundir import read_run_dir
+    session.start(config, run_dir=tmp_path / "run")
+    wait_for(lambda: session.snapshot().step > 2)
+    session.set_clip(0.5)
+    session.set_views(temperature=1.3)
+    snap = wait_for(lambda: (s := session.snapshot()).samples and s.samples.temperature == 1.3 and s)
+    assert [(e["kind"], e["value"]) for e in snap.events] == [("clip", 0.5), ("temperature", 1.3)]
+    session.stop()
+    assert [e["kind"] for e in read_run_dir(tmp_path / "run").events] == ["clip", "temperature"]
+
+
 def test_worker_exception_surfaces_as_failed_and_session_recovers(session, config, monkeypatch):
     original = session_mod.Trainer.steps
 
