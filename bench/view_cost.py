@@ -57,7 +57,7 @@ def measure(config) -> list[tuple[str, float]]:
         "comparison": lambda: charts.comparison_figure([snap]),
     }
     rows = [("one training step (worker thread)", step_ms),
-            ("probe + greedy and sampled text (worker; refreshed so they take <= 3% of the run)", views_ms)]
+            ("probe + greedy and sampled text (view thread, on a copy; paced to <= 3% of the run)", views_ms)]
     total = 0.0
     for name, build in figures.items():
         ms, _ = timed(lambda: pio.to_json(build(), validate=False))
