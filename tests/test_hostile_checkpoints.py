@@ -47,7 +47,7 @@ def test_a_malicious_pickle_is_refused_and_never_run(tmp_path):
     marker = tmp_path / "code-ran"
     path = tmp_path / "evil.pt"
     with open(path, "wb") as f:
-        pickle.dump({"model": Payload(marker)}, f)
+        pickle.dump({"model": Payload(marker)}, f, protocol=2)
     torch.save({"model": Payload(marker)}, tmp_path / "evil-zip.pt")
     for evil in (path, tmp_path / "evil-zip.pt"):
         with pytest.raises(CheckpointError):
