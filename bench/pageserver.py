@@ -1,9 +1,10 @@
-"""A dashboard server on 127.0.0.1 and Debian's chromium, for the benchmarks that use the page."""
+"""A dashboard server on 127.0.0.1 and Debian's chromium, for the benchmarks and the browser tests."""
 import contextlib
 import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -16,26 +17,45 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 
 @contextlib.contextmanager
 def dashboard_server(env: dict | None = None):
-    """Yields (url, server process) of `streamlit run dashboard.py`, stopped afterwards."""
+    """Yields (url, server process) of `streamlit run dashboard.py`, stopped afterwards; raises
+    RuntimeError with the server's output if it does not answer within a minute."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    log = tempfile.TemporaryFile()  # a file, not a pipe: a long soak must never fill a pipe and block
     server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.headless", "true",
                                "--server.address", "127.0.0.1", "--server.port", str(port)],
-                              cwd=ROOT, env={**os.environ, **(env or {})},
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              cwd=ROOT, env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(200):
-            try:
-                urllib.request.urlopen(f"{url}/_stcore/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.3)
+        _wait_until_healthy(url, log)
         yield url, server
     finally:
         server.terminate()
         server.wait(10)
+        log.close()
+
+
+def _wait_until_healthy(url: str, log, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"{url}/_stcore/health", timeout=1)
+            return
+        except OSError:
+            time.sleep(0.3)
+    log.seek(0)
+    raise RuntimeError("streamlit did not come up: " + log.read().decode(errors="replace"))
+
+
+def start_training(page, url: str, epochs: int) -> None:
+    """Open the page and press Start with this epoch budget."""
+    page.goto(url)
+    budget = page.get_by_label("Epoch budget")
+    budget.fill(str(epochs))
+    budget.press("Enter")
+    page.wait_for_timeout(1000)
+    page.get_by_role("button", name="Start").click()
 
 
 @contextlib.contextmanager
@@ -45,12 +65,7 @@ def training_page(url: str, epochs: int):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1500, "height": 3000})
-        page.goto(url)
-        budget = page.get_by_label("Epoch budget")
-        budget.fill(str(epochs))
-        budget.press("Enter")
-        page.wait_for_timeout(1000)
-        page.get_by_role("button", name="Start").click()
+        start_training(page, url, epochs)
         try:
             yield page
         finally:

@@ -1,9 +1,6 @@
 import os
 import shutil
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -18,9 +15,8 @@ torch.set_num_threads(1)  # several tests train at once under the session tests;
 from deeprnn.config import RunConfig  # noqa: E402
 from deeprnn.session import TrainingSession, close_all_sessions  # noqa: E402
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
-                 "--disable-component-update", "--disable-sync"]
+sys.path.insert(0, str(ROOT / "bench"))
+from pageserver import CHROMIUM, CHROMIUM_ARGS, dashboard_server  # noqa: E402
 
 
 @pytest.fixture
@@ -63,32 +59,12 @@ def app():
     st.cache_resource.clear()
 
 
-# --- the page in a real browser ------------------------------------------------------------------
+# --- the page in a real browser (the same server and chromium the benchmarks use) ---------------------
 @pytest.fixture(scope="module")
 def server():
     """(url, pid) of `streamlit run dashboard.py` on a free local port."""
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.headless", "true",
-         "--server.address", "127.0.0.1", "--server.port", str(port)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"{url}/_stcore/health", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.3)
-    else:
-        proc.kill()
-        pytest.fail("streamlit did not come up: " + proc.stdout.read().decode())
-    yield url, proc.pid
-    proc.terminate()
-    proc.wait(10)
+    with dashboard_server() as (url, proc):
+        yield url, proc.pid
 
 
 @pytest.fixture(scope="module")

@@ -34,17 +34,6 @@ def title(at):
     return next((m.value for m in at.markdown if m.value.startswith("### ")), "")
 
 
-# --- a real browser ----------------------------------------------------------------------------
-def start_training(page, url: str, epochs: int = 1000) -> None:
-    """Open the page and press Start with an epoch budget no test waits out."""
-    page.goto(url)
-    budget = page.get_by_label("Epoch budget")
-    budget.fill(str(epochs))
-    budget.press("Enter")
-    page.wait_for_timeout(500)
-    page.get_by_role("button", name="Start").click()
-
-
 # --- the server process behind a real browser ------------------------------------------------------
 def server_threads(pid: int) -> int:
     return int(next(line.split()[1] for line in open(f"/proc/{pid}/status") if line.startswith("Threads:")))

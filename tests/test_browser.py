@@ -2,7 +2,8 @@
 import time
 from pathlib import Path
 
-from support import idle_within, server_threads, start_training
+from pageserver import start_training
+from support import idle_within, server_threads
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 
@@ -15,7 +16,7 @@ def test_start_curves_then_three_layers_then_close_stops_worker(server, browser)
     url, pid = server
     ARTIFACTS.mkdir(exist_ok=True)
     page = browser.new_page(viewport={"width": 1500, "height": 2600})
-    start_training(page, url)
+    start_training(page, url, epochs=1000)
     # the curve has points once plotly drew a line path in the first chart
     page.locator("[data-testid=stPlotlyChart] .scatterlayer path.js-line").first.wait_for(timeout=60_000)
     page.wait_for_function("document.querySelectorAll('.st-key-heatmaps g.heatmaplayer g.hm').length == 2",

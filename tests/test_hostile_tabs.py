@@ -8,7 +8,8 @@ import pytest
 from deeprnn import session as session_mod
 from deeprnn.session import TrainingSession
 
-from support import server_threads, start_training, wait_for
+from pageserver import start_training
+from support import server_threads, wait_for
 
 
 def test_worker_cap_answers_too_many_runs(config, monkeypatch):
@@ -49,7 +50,7 @@ def test_two_browser_tabs_train_at_once_and_closing_one_stops_only_its_worker(se
     baseline = server_threads(pid)
     tabs = [browser.new_context().new_page() for _ in range(2)]  # two contexts: two sessions
     for tab in tabs:
-        start_training(tab, url)
+        start_training(tab, url, epochs=1000)
     for tab in tabs:
         tab.locator("[data-testid=stProgress]").first.wait_for(timeout=60_000)
     first = [wait_for(lambda: shown_step(tab), timeout=60) for tab in tabs]
