@@ -33,8 +33,7 @@ def cpu_multiplies_bf16() -> bool:
     """Whether this CPU has bf16 matrix instructions (AMX or AVX512-BF16), read from Linux's flags.
 
     Only there is bf16 faster than float32 (2x for the book's recipe on a 2-core Xeon with AMX,
-    bench/results/throughput-cpu.md);
-    elsewhere oneDNN emulates it and it is slower.
+    bench/results/throughput-cpu.md); elsewhere oneDNN emulates it and it is slower.
     """
     try:
         with open("/proc/cpuinfo") as info:

@@ -471,11 +471,10 @@ class _Worker:
     def publish(self) -> None:
         """Build a new Snapshot and swap it in: readers see the old one or the new one, whole."""
         t = self.trainer
-        if t is not None:
-            self.collect()
         if t is None:
             self.run.snapshot = _replace(self.run.snapshot, status=self.status, message=self.message)
             return
+        self.collect()
         paused_now = time.perf_counter() - self.paused_at if self.paused and self.paused_at else 0.0
         elapsed = time.perf_counter() - self.started - self.paused_seconds - paused_now
         last = t.metrics.last()
