@@ -1,5 +1,6 @@
 """Fast fiddling: slider storms and commands from many threads leave exactly one active run per
 tab, no orphan threads and no exception."""
+import gc
 import random
 import threading
 import time
@@ -20,6 +21,7 @@ def test_fast_fiddling_leaves_one_active_run_and_no_orphan_threads(app):
     assert not app.exception
     rerun_until(app, lambda at: "LSTM x2" in title(at))
     from deeprnn.session import _live_sessions
+    gc.collect()  # closed sessions of earlier tests leave the weak set only once collected
     (session,) = list(_live_sessions)
     assert sum(1 for r in session.runs() if r.active) == 1
     deadline = time.monotonic() + 10  # a stopped run's worker may take a moment to end
