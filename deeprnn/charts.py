@@ -15,6 +15,8 @@ PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8
 X_AXES = {"tokens": "tokens seen", "seconds": "training seconds"}
 METRICS = {"ppl": ("perplexity", "ppl", "val_ppl"), "loss": ("loss (nats per token)", "loss", "val_loss")}
 MAX_CURVE_POINTS = 1500
+# Below this many points a curve also draws its markers: a line of one point is invisible.
+MARKED_CURVE_POINTS = 30
 HEATMAP_SCALE = "RdBu_r"
 
 
@@ -31,7 +33,8 @@ def curves_figure(snapshot, x: str = "tokens", metric: str = "ppl", log_y: bool 
     title, train_key, val_key = METRICS[metric]
     fig = go.Figure()
     train = _thin(snapshot.metrics)
-    fig.add_scatter(x=[r[x] for r in train], y=[r[train_key] for r in train], mode="lines",
+    fig.add_scatter(x=[r[x] for r in train], y=[r[train_key] for r in train],
+                    mode="lines+markers" if len(train) < MARKED_CURVE_POINTS else "lines",
                     name="train", line=dict(color=PALETTE[0]))
     if snapshot.evals:
         fig.add_scatter(x=[r[x] for r in snapshot.evals], y=[r[val_key] for r in snapshot.evals],

@@ -1,0 +1,65 @@
+"""The plot builders: what each figure draws, from data alone."""
+import numpy as np
+
+from deeprnn import charts
+from deeprnn.config import RunConfig
+from deeprnn.snapshot import Probe, Snapshot
+
+
+def report(step: int, ppl: float) -> dict:
+    return {"step": step, "tokens": step * 1000, "seconds": step / 10, "ppl": ppl, "loss": float(np.log(ppl))}
+
+
+def run_snapshot(metrics=(), evals=(), events=(), best=None) -> Snapshot:
+    return Snapshot(1, "LSTM x2", RunConfig(), "running", metrics=tuple(metrics), evals=tuple(evals),
+                    events=tuple(events), best=best)
+
+
+def trace(fig, name):
+    return next(t for t in fig.data if t.name == name)
+
+
+def test_a_run_without_points_gets_empty_axes_and_its_first_point_is_visible():
+    empty = charts.curves_figure(run_snapshot())
+    assert list(trace(empty, "train").x) == []
+    first = charts.curves_figure(run_snapshot([report(1, 27.0)]))
+    train = trace(first, "train")
+    assert list(train.y) == [27.0] and "markers" in train.mode  # a line alone would draw nothing
+    many = [report(step, 10.0) for step in range(1, charts.MARKED_CURVE_POINTS + 1)]
+    assert trace(charts.curves_figure(run_snapshot(many)), "train").mode == "lines"
+
+
+def test_curves_draw_train_and_held_out_marking_the_kept_best_and_the_events():
+    metrics = [report(step, 20.0 / step) for step in range(1, 11)]
+    evals = [{"step": 5, "tokens": 5000, "seconds": 0.5, "val_ppl": 6.0, "val_loss": np.log(6.0)},
+             {"step": 10, "tokens": 10000, "seconds": 1.0, "val_ppl": 7.0, "val_loss": np.log(7.0)}]
+    snap = run_snapshot(metrics, evals, events=[{"step": 3, "kind": "lr", "value": 0.5}],
+                        best={"val_ppl": 6.0, "step": 5, "tokens": 5000})
+    fig = charts.curves_figure(snap, x="seconds", metric="loss", log_y=False)
+    assert list(trace(fig, "held-out").x) == [0.5, 1.0]
+    assert list(trace(fig, "kept best").y) == [np.log(6.0)]
+    assert [a.text for a in fig.layout.annotations] == ["lr 0.5"]
+    assert fig.layout.annotations[0].x == 0.3  # the first report at or after the event's step
+    assert fig.layout.yaxis.type == "linear"
+
+
+def test_long_curves_are_thinned_for_drawing_keeping_both_ends():
+    metrics = [report(step, 5.0) for step in range(1, 10_001)]
+    drawn = trace(charts.curves_figure(run_snapshot(metrics)), "train")
+    assert len(drawn.x) == charts.MAX_CURVE_POINTS
+    assert drawn.x[0] == 1000 and drawn.x[-1] == 10_000 * 1000
+
+
+def test_heatmaps_put_layer_one_at_the_bottom_and_label_every_probe_character():
+    rng = np.random.default_rng(0)
+    tokens = tuple("the time")
+    hidden = (rng.uniform(-1, 1, (8, 40)), rng.uniform(-1, 1, (8, 40)) * 0.1)
+    hidden[0][:, 7] *= 0  # a unit that never changes is never among the most active
+    probe = Probe(3, tokens, hidden, None, ({}, {}))
+    fig = charts.heatmaps_figure(probe, "hidden", max_units=16)
+    top, bottom = fig.data
+    assert np.allclose(bottom.z, hidden[0][:, charts.choose_units(hidden[0], 16)].T)
+    assert "u7" not in bottom.y and len(bottom.y) == 16
+    assert fig.layout.annotations[0].text.startswith("layer 2") and top.zmax == 1.0
+    labels = [axis.ticktext for axis in (fig.layout.xaxis, fig.layout.xaxis2) if axis.ticktext]
+    assert labels == [("t", "h", "e", "␣", "t", "i", "m", "e")]
