@@ -321,7 +321,7 @@ def interpretable_units(probe):
 inside_the_network()
 
 
-@st.fragment(run_every=3.0)
+@st.fragment(run_every=5.0)
 def comparison():
     runs = [r for r in session.runs() if r.config is not None]
     if not runs:

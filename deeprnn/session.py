@@ -31,8 +31,9 @@ from .rundir import RunDirWriter
 from .snapshot import IDLE, Probe, Samples, Snapshot, run_name
 from .train import Diverged, Trainer
 
-DEFAULT_PROBE = ("the time traveller for so it will be convenient to speak of him was expounding "
-                 "a recondite matter to us his grey eyes shone and twinkled")
+# The book's first words. Short, because the browser's cost of redrawing a heatmap grows with its
+# character labels: with 140 characters, Chromium took a core of the two (bench/results/dashboard-overhead.md).
+DEFAULT_PROBE = "the time traveller for so it will be convenient to speak of him"
 DEFAULT_PREFIX = "time traveller"
 STOP_TIMEOUT_S = 2.0
 # The views (probe, gates, samples) may take at most this share of a run's time: a model whose
