@@ -4,9 +4,10 @@ CLI's training loop) against the dashboard open in headless Chromium, streaming 
 
     python bench/dashboard_overhead.py --seconds 40 --threads 1 2
 
-For each torch thread count: one headless run, then one page run (a fresh `streamlit run` server
-with DEEPRNN_TORCH_THREADS set, the page open and scrolled through all views). Needs Debian's
-chromium and playwright.
+For each torch thread count: a headless run, a page run (a fresh `streamlit run` server with
+DEEPRNN_TORCH_THREADS set, the page open and every view on screen), and a headless run again; the
+page is compared with the mean of the two headless runs around it, since the shared machine's speed
+drifts from minute to minute. Needs Debian's chromium and playwright.
 """
 import argparse
 import os
@@ -14,6 +15,7 @@ import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from pageserver import ROOT, dashboard_server, training_page
 
@@ -38,15 +40,46 @@ print((trainer.tokens - tokens) / (time.perf_counter() - start))
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def page_tokens_per_s(seconds: float, threads: int) -> tuple[float, float]:
-    """tokens/s with the page open, and seconds from moving Layers to the new run's first point."""
-    with dashboard_server({"DEEPRNN_TORCH_THREADS": str(threads)}) as (url, _), training_page(url, 1000) as page:
+def page_tokens_per_s(seconds: float, threads: int) -> dict:
+    """tokens/s with the page open, the CPU seconds per second of the server (training included)
+    and of Chromium meanwhile, and seconds from moving Layers to the new run's first point."""
+    with dashboard_server({"DEEPRNN_TORCH_THREADS": str(threads)}) as (url, server), \
+            training_page(url, 1000) as page:
         wait_for_tokens(page, minimum=1)
         time.sleep(2)  # past the start-up
         start, tokens_start = time.perf_counter(), read_tokens(page)
+        server_start, chromium_start = cpu_seconds([server.pid]), cpu_seconds(chromium_pids())
         time.sleep(seconds)
         tokens_end, end = read_tokens(page), time.perf_counter()
-        return (tokens_end - tokens_start) / (end - start), layers_to_first_point(page)
+        elapsed = end - start
+        return {"tokens_per_s": (tokens_end - tokens_start) / elapsed,
+                "server_cpu": (cpu_seconds([server.pid]) - server_start) / elapsed,
+                "chromium_cpu": (cpu_seconds(chromium_pids()) - chromium_start) / elapsed,
+                "layers_s": layers_to_first_point(page)}
+
+
+def chromium_pids() -> list[int]:
+    """Every chromium process on the machine (the benchmark's browser is the only one running)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and (entry / "comm").read_text().startswith("chromium"):
+                pids.append(int(entry.name))
+        except OSError:  # the process ended meanwhile
+            continue
+    return pids
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User plus system CPU seconds of these processes (all their threads); gone ones count 0."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def layers_to_first_point(page) -> float:
@@ -57,7 +90,7 @@ def layers_to_first_point(page) -> float:
     slider.press("ArrowRight")
     page.locator("h3", has_text="LSTM x3").wait_for(timeout=30_000)  # the new run's title
     wait_for_tokens(page, minimum=1)
-    page.locator(".st-key-curves .js-plotly-plot").first.wait_for(timeout=30_000)
+    page.locator(".st-key-curves .scatterlayer path.point").first.wait_for(timeout=30_000)  # drawn
     return time.perf_counter() - started
 
 
@@ -81,12 +114,16 @@ def main():
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args()
     print(f"fast preset, {args.seconds:g} s windows, {os.cpu_count()} cores")
-    print("| torch threads | headless tokens/s | page open tokens/s | page / headless | Layers to first point |")
-    print("| --- | --- | --- | --- | --- |")
+    print("| torch threads | headless tokens/s, before / after | page open tokens/s | page / headless | server CPU | "
+          "chromium CPU | Layers to first point |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for threads in args.threads:
-        headless = headless_tokens_per_s(args.seconds, threads)
-        page, respond = page_tokens_per_s(args.seconds, threads)
-        print(f"| {threads} | {headless:,.0f} | {page:,.0f} | {page / headless:.0%} | {respond:.1f} s |", flush=True)
+        before = headless_tokens_per_s(args.seconds, threads)
+        page = page_tokens_per_s(args.seconds, threads)
+        after = headless_tokens_per_s(args.seconds, threads)
+        headless = (before + after) / 2
+        print(f"| {threads} | {before:,.0f} / {after:,.0f} | {page['tokens_per_s']:,.0f} | {page['tokens_per_s'] / headless:.0%} "
+              f"| {page['server_cpu']:.2f} | {page['chromium_cpu']:.2f} | {page['layers_s']:.1f} s |", flush=True)
 
 
 if __name__ == "__main__":

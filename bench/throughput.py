@@ -21,11 +21,11 @@ from types import SimpleNamespace
 
 import torch
 
+from repo import ROOT
 from deeprnn.config import preset
 from deeprnn.generate import continue_text
 from deeprnn.train import Trainer
 
-ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT.parent / "shared" / "bench" / "d2l_reference.py"
 
 

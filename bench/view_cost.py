@@ -12,6 +12,7 @@ import time
 import plotly.io as pio
 import torch
 
+import repo  # noqa: F401  puts the repository's deeprnn on sys.path
 from deeprnn import charts
 from deeprnn.config import preset
 from deeprnn.session import ViewSettings, compute_views, saturation_records
