@@ -22,7 +22,7 @@ from deeprnn.train import Diverged, Trainer
 
 SWEEPS = {
     # around the fast preset: what learns fastest in the first 20 seconds
-    "fast": dict(hidden=[128, 192, 256], lr=[5e-3, 8e-3, 1.5e-2], epochs=[5, 7]),
+    "fast": dict(hidden=[128, 160, 192, 256], lr=[5e-3, 8e-3, 1.5e-2], epochs=[5, 7]),
     # around the best preset: what gets lowest within five minutes
     "best": dict(hidden=[384, 512], dropout=[0.2, 0.3], epochs=[30]),
 }
