@@ -65,6 +65,7 @@ def start_run():
     try:
         config = ctl.config_from_values(dict(state), text)
         session.start(config, ctl.run_dir_for(state.write_dir, config) if state.write_dir else None)
+        session.wait_for_first_point(timeout=1.0)
     except (ConfigError, SessionError, CorpusError, TooShortError) as err:
         state.flash = str(err)
 

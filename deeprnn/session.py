@@ -123,6 +123,18 @@ class TrainingSession:
                 self._forget_old_runs()
             return run.id
 
+    def wait_for_first_point(self, timeout: float) -> None:
+        """Return once the active run has a report point or has ended, or after `timeout` seconds.
+
+        The page waits here after starting a run, so the rerun that follows draws the run with its
+        first point instead of leaving it to the next refresh of the live views, up to a second later."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            snapshot = self.snapshot()
+            if snapshot.metrics or not snapshot.active:
+                return
+            time.sleep(0.02)
+
     def pause(self):
         self._send("pause")
 

@@ -35,7 +35,9 @@ def test_start_then_layers_three_then_learning_rate_event(app):
     assert "LSTM x2" in title(app) and heatmap_counts(app)["hidden"] == 2
 
     app.slider(key="layers").set_value(3).run()
-    rerun_until(app, lambda at: "LSTM x3" in title(at) and heatmap_counts(at).get("hidden") == 3)
+    curves = figures(app)[0]  # the rerun that started the new run already draws its first point
+    assert "LSTM x3" in title(app) and curves["data"][0]["name"] == "train" and len(curves["data"][0]["x"]) >= 1
+    rerun_until(app, lambda at: heatmap_counts(at).get("hidden") == 3)
 
     app.select_slider(key="lr").set_value(0.02).run()
     rerun_until(app, lambda at: any(a.get("text") == "lr 0.02" for fig in figures(at)

@@ -21,6 +21,24 @@ def test_start_trains_publishes_metrics_probe_and_samples(session, config):
     assert snap.device.startswith("cpu") and snap.parameters > 0 and snap.eta > 0
 
 
+def test_waiting_for_the_first_point_returns_once_the_run_has_one(session, config, monkeypatch):
+    started = time.monotonic()
+    session.wait_for_first_point(timeout=5)  # no run: nothing to wait for
+    assert time.monotonic() - started < 0.5
+
+    class SlowToBuild(session_mod.Trainer):
+        def __init__(self, *args, **kwargs):
+            time.sleep(0.5)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(session_mod, "Trainer", SlowToBuild)
+    session.start(config)
+    session.wait_for_first_point(timeout=0.1)  # gives up after its timeout
+    assert not session.snapshot().metrics
+    session.wait_for_first_point(timeout=30)
+    assert session.snapshot().metrics and session.snapshot().status == "running"
+
+
 def test_pause_freezes_the_step_counter_and_stop_is_prompt(session, config):
     session.start(config)
     wait_for(lambda: session.snapshot().step > 3)
