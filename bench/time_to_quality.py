@@ -24,7 +24,7 @@ SWEEPS = {
     # around the fast preset: what learns fastest in the first 20 seconds
     "fast": dict(hidden=[128, 160, 192, 256], lr=[5e-3, 8e-3, 1.5e-2], epochs=[5, 7]),
     # around the best preset: what gets lowest within five minutes
-    "best": dict(hidden=[384, 512], dropout=[0.2, 0.3], epochs=[30]),
+    "best": dict(layers=[2, 3], dropout=[0.35, 0.5]),
 }
 
 
