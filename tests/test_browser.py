@@ -8,8 +8,19 @@ from support import idle_within, server_threads
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 
 
-def heatmap_count(page) -> int:
-    return page.locator(".st-key-heatmaps g.heatmaplayer g.hm").count()
+def heatmap_layers(page) -> set[str]:
+    """The layers the hidden-state heatmaps are titled with. A set: while Plotly redraws a figure, its
+    old and new heatmap groups can both be in the page for a moment, so counting them is not reliable."""
+    titles = page.locator(".st-key-heatmaps text.annotation-text").all_text_contents()
+    return {title.split(" ·")[0] for title in titles}
+
+
+def wait_for_heatmap_layers(page, layers: int, timeout: float = 60) -> None:
+    expected = {f"layer {i}" for i in range(1, layers + 1)}
+    deadline = time.monotonic() + timeout
+    while heatmap_layers(page) != expected:
+        assert time.monotonic() < deadline, f"the heatmaps show {sorted(heatmap_layers(page))}, not {layers} layers"
+        time.sleep(0.2)
 
 
 def test_start_curves_then_three_layers_then_close_stops_worker(server, browser):
@@ -19,8 +30,7 @@ def test_start_curves_then_three_layers_then_close_stops_worker(server, browser)
     start_training(page, url, epochs=1000)
     # the curve has points once plotly drew a line path in the first chart
     page.locator("[data-testid=stPlotlyChart] .scatterlayer path.js-line").first.wait_for(timeout=60_000)
-    page.wait_for_function("document.querySelectorAll('.st-key-heatmaps g.heatmaplayer g.hm').length == 2",
-                           timeout=30_000)
+    wait_for_heatmap_layers(page, 2)
     page.screenshot(path=ARTIFACTS / "dashboard-running.png", full_page=True)
 
     slider = page.get_by_role("slider", name="Layers")
@@ -28,14 +38,13 @@ def test_start_curves_then_three_layers_then_close_stops_worker(server, browser)
     slider.press("ArrowRight")
     assert slider.input_value() == "3"
     try:
-        page.wait_for_function("document.querySelectorAll('.st-key-heatmaps g.heatmaplayer g.hm').length == 3",
-                               timeout=60_000)
+        wait_for_heatmap_layers(page, 3)
     finally:
         page.screenshot(path=ARTIFACTS / "dashboard-three-layers.png", full_page=True)
     assert page.locator("h3", has_text="LSTM x3").is_visible()
     page.wait_for_timeout(2500)  # let the new run's curve and samples appear
     page.screenshot(path=ARTIFACTS / "dashboard-three-layers.png", full_page=True)
-    assert heatmap_count(page) == 3
+    assert heatmap_layers(page) == {"layer 1", "layer 2", "layer 3"}
 
     training_threads = server_threads(pid)
     page.close()
