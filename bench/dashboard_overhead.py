@@ -15,9 +15,8 @@ import re
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-from pageserver import ROOT, dashboard_server, training_page
+from pageserver import ROOT, chromium_pids, cpu_seconds, dashboard_server, training_page
 
 
 def headless_tokens_per_s(seconds: float, threads: int) -> float:
@@ -56,30 +55,6 @@ def page_tokens_per_s(seconds: float, threads: int) -> dict:
                 "server_cpu": (cpu_seconds([server.pid]) - server_start) / elapsed,
                 "chromium_cpu": (cpu_seconds(chromium_pids()) - chromium_start) / elapsed,
                 "layers_s": layers_to_first_point(page)}
-
-
-def chromium_pids() -> list[int]:
-    """Every chromium process on the machine (the benchmark's browser is the only one running)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and (entry / "comm").read_text().startswith("chromium"):
-                pids.append(int(entry.name))
-        except OSError:  # the process ended meanwhile
-            continue
-    return pids
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """User plus system CPU seconds of these processes (all their threads); gone ones count 0."""
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
 
 
 def layers_to_first_point(page) -> float:

@@ -1,4 +1,5 @@
-"""A dashboard server on 127.0.0.1 and Debian's chromium, for the benchmarks and the browser tests."""
+"""A dashboard server on 127.0.0.1, Debian's chromium, and what their processes use, for the
+benchmarks and the browser tests."""
 import contextlib
 import os
 import socket
@@ -7,8 +8,10 @@ import sys
 import tempfile
 import time
 import urllib.request
+from pathlib import Path
 
 from repo import ROOT
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
                  "--disable-component-update", "--disable-sync"]
@@ -69,3 +72,34 @@ def training_page(url: str, epochs: int):
             yield page
         finally:
             browser.close()
+
+
+# --- watching the processes, from /proc ------------------------------------------------------------
+def process_status(pid: int) -> tuple[float, int]:
+    """(resident MB, threads) of a process."""
+    fields = dict(line.split(":", 1) for line in open(f"/proc/{pid}/status"))
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["Threads"])
+
+
+def chromium_pids() -> list[int]:
+    """Every chromium process on the machine (the benchmark's browser is the only one running)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and (entry / "comm").read_text().startswith("chromium"):
+                pids.append(int(entry.name))
+        except OSError:  # the process ended meanwhile
+            continue
+    return pids
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User plus system CPU seconds of these processes (all their threads); gone ones count 0."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")

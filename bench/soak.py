@@ -14,13 +14,7 @@ import statistics
 import sys
 import time
 
-from pageserver import dashboard_server, training_page
-
-
-def proc_status(pid: int) -> tuple[float, int]:
-    """(resident MB, threads) of a process, from /proc."""
-    fields = dict(line.split(":", 1) for line in open(f"/proc/{pid}/status"))
-    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["Threads"])
+from pageserver import dashboard_server, process_status, training_page
 
 
 def main() -> int:
@@ -33,7 +27,7 @@ def main() -> int:
         for minute in range(args.minutes + 1):
             if minute:
                 time.sleep(60)
-            rss, threads = proc_status(server.pid)
+            rss, threads = process_status(server.pid)
             samples.append((rss, threads))
             print(f"| {minute} | {rss:.0f} | {threads} |", flush=True)
     after_warm_up = samples[2:] or samples

@@ -1,6 +1,7 @@
 """Helpers the test modules share: waiting, driving AppTest, and watching the page's server."""
-import os
 import time
+
+from pageserver import cpu_seconds, process_status
 
 
 def wait_for(predicate, timeout=20.0, interval=0.02):
@@ -36,20 +37,15 @@ def title(at):
 
 # --- the server process behind a real browser ------------------------------------------------------
 def server_threads(pid: int) -> int:
-    return int(next(line.split()[1] for line in open(f"/proc/{pid}/status") if line.startswith("Threads:")))
-
-
-def server_cpu_seconds(pid: int) -> float:
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return process_status(pid)[1]
 
 
 def idle_within(pid: int, seconds: float) -> bool:
     """Whether the server settles to under 0.25 CPU seconds per second within `seconds`."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        before = server_cpu_seconds(pid)
+        before = cpu_seconds([pid])
         time.sleep(2)
-        if server_cpu_seconds(pid) - before < 0.5:
+        if cpu_seconds([pid]) - before < 0.5:
             return True
     return False
