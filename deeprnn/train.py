@@ -42,6 +42,12 @@ def distributed_rank_and_size() -> tuple[int, int]:
     return 0, 1
 
 
+def next_token_loss(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy of time-major logits (T, B, V) against (B, T) targets, in float32 whatever the
+    logits' precision."""
+    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.T.reshape(-1), reduction=reduction)
+
+
 def layer_weight_index(model: StackedRNN) -> list[tuple[int, int]]:
     """Per layer, the positions of its input-to-hidden and hidden-to-hidden weights in parameters()."""
     names = [name for name, _ in model.named_parameters()]
@@ -171,7 +177,7 @@ class Trainer:
             self._apply_schedule()
         with autocast(self.device, self.precision):
             logits, state = self.forward(x, state)
-        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.T.reshape(-1))
+        loss = next_token_loss(logits, y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         # The per-parameter norms clipping needs anyway, kept for the gradient-flow view.
@@ -259,7 +265,7 @@ class Trainer:
         for x, y in eval_chunks(self.val_ids, self.config.batch, self.config.steps):
             with autocast(self.device, self.precision):
                 logits, state = self.model(x, state)
-            total += F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.T.reshape(-1), reduction="sum")
+            total += next_token_loss(logits, y, reduction="sum")
             count += y.numel()
         self.model.train(was_training)
         return math.exp(float(total) / count)
