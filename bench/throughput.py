@@ -22,7 +22,7 @@ from types import SimpleNamespace
 import torch
 
 from repo import ROOT
-from deeprnn.config import preset
+from deeprnn.config import CHOICES, preset
 from deeprnn.generate import continue_text
 from deeprnn.train import Trainer
 
@@ -114,7 +114,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--epochs-per-round", type=int, default=10)
     parser.add_argument("--reference", type=Path, default=REFERENCE)
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+    parser.add_argument("--precision", default="auto", choices=CHOICES["precision"],
                         help="deeprnn's precision (the reference always computes in float32)")
     args = parser.parse_args()
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

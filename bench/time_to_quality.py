@@ -43,7 +43,7 @@ def measure(config, budget: float, target: float) -> dict:
         pass
     best = trainer.best
     return {"reached_s": reached, "best_val": best["val_ppl"] if best else None,
-            "best_at_s": None, "epochs": trainer.epoch, "tokens_per_s": trainer.tokens_per_s()}
+            "epochs": trainer.epoch, "tokens_per_s": trainer.tokens_per_s()}
 
 
 def measure_on_page(budget: float, target: float) -> dict:
