@@ -6,7 +6,6 @@ import html
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 from .introspect import layer_saturation
 
@@ -29,22 +28,25 @@ def _thin(rows: tuple, limit: int = MAX_CURVE_POINTS) -> tuple:
 
 
 def curves_figure(snapshot, x: str = "tokens", metric: str = "ppl", log_y: bool = True) -> go.Figure:
-    """Train and held-out curves of one run, learning-rate changes and the kept best point marked."""
+    """Train and held-out curves of one run, learning-rate changes and the kept best point marked.
+
+    Assembled from plain dicts in one Figure call (as every builder here that the page redraws each
+    second): plotly's incremental add_* and update_* calls cost several times the Python.
+    """
     title, train_key, val_key = METRICS[metric]
-    fig = go.Figure()
     train = _thin(snapshot.metrics)
-    fig.add_scatter(x=[r[x] for r in train], y=[r[train_key] for r in train],
-                    mode="lines+markers" if len(train) < MARKED_CURVE_POINTS else "lines",
-                    name="train", line=dict(color=PALETTE[0]))
+    traces = [dict(type="scatter", x=[r[x] for r in train], y=[r[train_key] for r in train],
+                   mode="lines+markers" if len(train) < MARKED_CURVE_POINTS else "lines",
+                   name="train", line=dict(color=PALETTE[0]))]
     if snapshot.evals:
-        fig.add_scatter(x=[r[x] for r in snapshot.evals], y=[r[val_key] for r in snapshot.evals],
-                        mode="lines+markers", name="held-out", line=dict(color=PALETTE[1]))
-    _mark_events(fig, snapshot, x)
-    _mark_best(fig, snapshot, x, val_key)
-    fig.update_layout(xaxis_title=X_AXES[x], yaxis_title=title, yaxis_type="log" if log_y else "linear",
-                      uirevision=f"curves-{x}-{metric}-{log_y}", height=340, margin=dict(l=10, r=10, t=30, b=10),
-                      legend=dict(orientation="h", y=1.08, x=0), hovermode="x unified")
-    return fig
+        traces.append(dict(type="scatter", x=[r[x] for r in snapshot.evals], y=[r[val_key] for r in snapshot.evals],
+                           mode="lines+markers", name="held-out", line=dict(color=PALETTE[1])))
+    traces += _best_marker(snapshot, x, val_key)
+    lines, labels = _event_marks(snapshot, x)
+    return go.Figure(data=traces, layout=dict(
+        xaxis=dict(title=dict(text=X_AXES[x])), yaxis=dict(title=dict(text=title), type="log" if log_y else "linear"),
+        shapes=lines, annotations=labels, uirevision=f"curves-{x}-{metric}-{log_y}", height=340,
+        margin=dict(l=10, r=10, t=30, b=10), legend=dict(orientation="h", y=1.08, x=0), hovermode="x unified"))
 
 
 def _event_x(snapshot, step: int, x: str):
@@ -55,37 +57,41 @@ def _event_x(snapshot, step: int, x: str):
     return snapshot.metrics[-1][x] if snapshot.metrics else None
 
 
-def _mark_events(fig: go.Figure, snapshot, x: str) -> None:
+def _event_marks(snapshot, x: str) -> tuple[list, list]:
+    """A dotted vertical line and a label over it for each event (lr change, clip, divergence)."""
+    lines, labels = [], []
     for event in snapshot.events:
         at = _event_x(snapshot, event["step"], x)
         if at is None:
             continue
         label = {"lr": f"lr {event['value']:g}", "clip": f"clip {event['value']:g}",
                  "temperature": f"T {event['value']:g}", "diverged": "diverged"}.get(event["kind"], event["kind"])
-        fig.add_vline(x=at, line=dict(color="#888", dash="dot", width=1))
-        fig.add_annotation(x=at, y=1, yref="paper", text=label, showarrow=False, yanchor="bottom",
-                           font=dict(size=10, color="#555"))
+        lines.append(dict(type="line", x0=at, x1=at, xref="x", y0=0, y1=1, yref="y domain",
+                          line=dict(color="#888", dash="dot", width=1)))
+        labels.append(dict(x=at, y=1, yref="paper", text=label, showarrow=False, yanchor="bottom",
+                           font=dict(size=10, color="#555")))
+    return lines, labels
 
 
-def _mark_best(fig: go.Figure, snapshot, x: str, val_key: str) -> None:
+def _best_marker(snapshot, x: str, val_key: str) -> list:
     best = snapshot.best
     match = [r for r in snapshot.evals if best and r["step"] == best["step"]]
-    if match:
-        fig.add_scatter(x=[match[0][x]], y=[match[0][val_key]], mode="markers", name="kept best",
-                        marker=dict(symbol="star", size=14, color="#f2b600", line=dict(color="#000", width=1)))
+    if not match:
+        return []
+    return [dict(type="scatter", x=[match[0][x]], y=[match[0][val_key]], mode="markers", name="kept best",
+                 marker=dict(symbol="star", size=14, color="#f2b600", line=dict(color="#000", width=1)))]
 
 
 def comparison_figure(snapshots, x: str = "tokens", log_y: bool = True) -> go.Figure:
     """Held-out perplexity (train where a run has no held-out split) of several runs, overlaid."""
-    fig = go.Figure()
+    traces = []
     for i, snap in enumerate(snapshots):
         rows, key, kind = (snap.evals, "val_ppl", "held-out") if snap.evals else (_thin(snap.metrics), "ppl", "train")
-        fig.add_scatter(x=[r[x] for r in rows], y=[r[key] for r in rows], mode="lines",
-                        name=f"#{snap.run_id} {snap.name} ({kind})", line=dict(color=PALETTE[i % len(PALETTE)]))
-    fig.update_layout(xaxis_title=X_AXES[x], yaxis_title="perplexity", yaxis_type="log" if log_y else "linear",
-                      uirevision="compare", height=340, margin=dict(l=10, r=10, t=30, b=10),
-                      legend=dict(orientation="h", y=-0.25, x=0))
-    return fig
+        traces.append(dict(type="scatter", x=[r[x] for r in rows], y=[r[key] for r in rows], mode="lines",
+                           name=f"#{snap.run_id} {snap.name} ({kind})", line=dict(color=PALETTE[i % len(PALETTE)])))
+    return go.Figure(data=traces, layout=dict(
+        xaxis=dict(title=dict(text=X_AXES[x])), yaxis=dict(title=dict(text="perplexity"), type="log" if log_y else "linear"),
+        uirevision="compare", height=340, margin=dict(l=10, r=10, t=30, b=10), legend=dict(orientation="h", y=-0.25, x=0)))
 
 
 def choose_units(layer_states: np.ndarray, count: int, how: str = "most active") -> np.ndarray:
@@ -122,27 +128,40 @@ def gates_figure(probe, gate: str, max_units: int = 32, how: str = "most active"
 def layer_heatmaps(layers, tokens, label: str, zmin: float, zmax: float, max_units: int = 32,
                    how: str = "most active", colorscale: str = HEATMAP_SCALE) -> go.Figure:
     """One heatmap per layer, layer 1 at the bottom and layer L on top: x the probe's tokens,
-    y units (a readable subset, named in each title), colour the value on one shared scale."""
+    y units (a readable subset, named in each title), colour the value on one shared scale.
+
+    Built as one figure from plain data: plotly's make_subplots and per-trace updates cost four
+    times as much Python, and the page rebuilds this while the training thread waits on the GIL.
+    """
     n = len(layers)
     labels = [_token_label(t) for t in tokens]
     positions = list(range(len(labels)))
-    fig = make_subplots(rows=n, cols=1, shared_xaxes=True, vertical_spacing=min(0.08, 0.3 / n),
-                        subplot_titles=[_layer_title(layer, layers[layer].shape[1], max_units, how)
-                                        for layer in reversed(range(n))])
     hover = np.array(labels, dtype=object)
-    for row, layer in enumerate(reversed(range(n)), start=1):
+    domains = _stacked_domains(n, spacing=min(0.08, 0.3 / n))
+    traces, layout = [], {}
+    for row, (layer, domain) in enumerate(zip(reversed(range(n)), domains), start=1):
         units = choose_units(layers[layer], max_units, how)
-        fig.add_heatmap(z=layers[layer][:, units].T, x=positions, y=[f"u{u}" for u in units], zmin=zmin,
-                        zmax=zmax, colorscale=colorscale, showscale=row == 1,
-                        customdata=np.tile(hover, (len(units), 1)),
-                        hovertemplate=f"layer {layer + 1} · '%{{customdata}}' · unit %{{y}}"
-                                      f"<br>{label} %{{z:.3f}}<extra></extra>",
-                        colorbar=dict(title=label, len=min(1.0, 2.5 / n), y=1, yanchor="top"), row=row, col=1)
-        fig.update_yaxes(showticklabels=len(units) <= 16, row=row, col=1)
-    fig.update_xaxes(tickmode="array", tickvals=positions, ticktext=labels, tickangle=0, row=n, col=1)
-    fig.update_layout(height=min(150 + 130 * n, 1400), margin=dict(l=10, r=10, t=40, b=10),
-                      uirevision=f"heatmaps-{label}")
-    return fig
+        traces.append(dict(type="heatmap",
+            z=layers[layer][:, units].T, x=positions, y=[f"u{u}" for u in units], zmin=zmin, zmax=zmax,
+            colorscale=colorscale, showscale=row == 1, customdata=np.tile(hover, (len(units), 1)),
+            hovertemplate=f"layer {layer + 1} · '%{{customdata}}' · unit %{{y}}<br>{label} %{{z:.3f}}<extra></extra>",
+            colorbar=dict(title=label, len=min(1.0, 2.5 / n), y=1, yanchor="top"), xaxis=f"x{row}", yaxis=f"y{row}"))
+        bottom = row == n
+        layout[f"xaxis{row}"] = dict(anchor=f"y{row}", domain=[0, 1], matches=None if bottom else f"x{n}",
+                                     showticklabels=bottom, **(dict(tickmode="array", tickvals=positions,
+                                                                    ticktext=labels, tickangle=0) if bottom else {}))
+        layout[f"yaxis{row}"] = dict(anchor=f"x{row}", domain=domain, showticklabels=len(units) <= 16)
+    titles = [dict(text=_layer_title(layer, layers[layer].shape[1], max_units, how), x=0.5, y=top, xref="paper",
+                   yref="paper", xanchor="center", yanchor="bottom", showarrow=False, font=dict(size=16))
+              for layer, (_, top) in zip(reversed(range(n)), domains)]
+    return go.Figure(data=traces, layout=dict(layout, annotations=titles, height=min(150 + 130 * n, 1400),
+                                              margin=dict(l=10, r=10, t=40, b=10), uirevision=f"heatmaps-{label}"))
+
+
+def _stacked_domains(rows: int, spacing: float) -> list[tuple[float, float]]:
+    """Vertical [bottom, top] paper ranges of `rows` equal panels, the first on top."""
+    height = (1 - spacing * (rows - 1)) / rows
+    return [(max(0.0, 1 - (r + 1) * height - r * spacing), 1 - r * (height + spacing)) for r in range(rows)]
 
 
 def _layer_title(layer: int, hidden: int, max_units: int, how: str) -> str:

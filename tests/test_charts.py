@@ -63,3 +63,6 @@ def test_heatmaps_put_layer_one_at_the_bottom_and_label_every_probe_character():
     assert fig.layout.annotations[0].text.startswith("layer 2") and top.zmax == 1.0
     labels = [axis.ticktext for axis in (fig.layout.xaxis, fig.layout.xaxis2) if axis.ticktext]
     assert labels == [("t", "h", "e", "␣", "t", "i", "m", "e")]
+    top_panel, bottom_panel = fig.layout.yaxis.domain, fig.layout.yaxis2.domain
+    assert 0 <= bottom_panel[0] < bottom_panel[1] < top_panel[0] < top_panel[1] <= 1
+    assert fig.layout.xaxis.matches == "x2" and fig.layout.annotations[0].y == top_panel[1]  # one shared x axis
