@@ -184,7 +184,6 @@ def live_views():
         curves(snap)
     with samples_col:
         samples(snap)
-    heatmaps(snap)
 
 
 def status_bar(snap):
@@ -261,10 +260,19 @@ live_views()
 
 
 @st.fragment(run_every=2.0)
-def inside_the_network():
+def probe_views():
+    """The views of the probe text, redrawn as often as the session refreshes the probe (at most every
+    2 s): in the curves' 1 s fragment they were serialized again for nothing every other second, Python
+    that holds the GIL the training thread needs."""
     snap = current_snapshot()
-    if snap.probe is None:
+    if snap.status == "idle":
         return
+    heatmaps(snap)
+    if snap.probe is not None:
+        inside_the_network(snap)
+
+
+def inside_the_network(snap):
     st.subheader("Inside the network")
     view = st.radio("View", INSIDE_VIEWS, horizontal=True, key="inside_view", label_visibility="collapsed")
     if view == "Gates":
@@ -319,7 +327,7 @@ def interpretable_units(probe):
         st.caption(f"The probe text coloured by layer {layer}, unit {unit}: red positive, blue negative.")
 
 
-inside_the_network()
+probe_views()
 
 
 @st.fragment(run_every=5.0)
