@@ -2,16 +2,18 @@
 """What the page costs training: tokens per wall-clock second of the fast preset, headless (the
 CLI's training loop) against the dashboard open in headless Chromium, streaming every view.
 
-    python bench/dashboard_overhead.py --seconds 40 --threads 1 2
+    python bench/dashboard_overhead.py --seconds 20 --rounds 4 --threads 1 2
 
-For each torch thread count: a headless run, a page run (a fresh `streamlit run` server with
-DEEPRNN_TORCH_THREADS set, the page open and every view on screen), and a headless run again; the
-page is compared with the mean of the two headless runs around it, since the shared machine's speed
-drifts from minute to minute. Needs Debian's chromium and playwright.
+For each torch thread count, one `streamlit run` server (DEEPRNN_TORCH_THREADS set) with the page open
+and every view on screen: headless windows (the CLI's loop in a subprocess, the page's run paused)
+take turns with page windows, and each page window is compared with the mean of the headless windows
+on either side, since the shared machine's speed drifts from minute to minute. Needs Debian's
+chromium and playwright.
 """
 import argparse
 import os
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -39,22 +41,40 @@ print((trainer.tokens - tokens) / (time.perf_counter() - start))
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def page_tokens_per_s(seconds: float, threads: int) -> dict:
-    """tokens/s with the page open, the CPU seconds per second of the server (training included)
-    and of Chromium meanwhile, and seconds from moving Layers to the new run's first point."""
+def interleaved(seconds: float, threads: int, rounds: int) -> dict:
+    """Headless and page windows taking turns on one page: the page's run is paused while a headless
+    run trains, so both see the same minutes of the shared machine, whose speed drifts by tens of
+    percent from one minute to the next. Per page window: tokens/s and the CPU seconds per second of
+    the server (training included) and of Chromium; at the end, Layers to the new run's first point."""
+    headless, windows = [], []
     with dashboard_server({"DEEPRNN_TORCH_THREADS": str(threads)}) as (url, server), \
             training_page(url, 1000) as page:
         wait_for_tokens(page, minimum=1)
-        time.sleep(2)  # past the start-up
-        start, tokens_start = time.perf_counter(), read_tokens(page)
-        server_start, chromium_start = cpu_seconds([server.pid]), cpu_seconds(chromium_pids())
-        time.sleep(seconds)
-        tokens_end, end = read_tokens(page), time.perf_counter()
-        elapsed = end - start
-        return {"tokens_per_s": (tokens_end - tokens_start) / elapsed,
-                "server_cpu": (cpu_seconds([server.pid]) - server_start) / elapsed,
-                "chromium_cpu": (cpu_seconds(chromium_pids()) - chromium_start) / elapsed,
-                "layers_s": layers_to_first_point(page)}
+        for _ in range(rounds):
+            press(page, "Pause", "paused")
+            headless.append(headless_tokens_per_s(seconds, threads))
+            press(page, "Resume", "running")
+            time.sleep(2)  # past the resumption
+            windows.append(page_window(page, server.pid, seconds))
+        press(page, "Pause", "paused")
+        headless.append(headless_tokens_per_s(seconds, threads))
+        press(page, "Resume", "running")
+        return {"headless": headless, "windows": windows, "layers_s": layers_to_first_point(page)}
+
+
+def press(page, button: str, status: str) -> None:
+    page.get_by_role("button", name=button).click()
+    page.locator("h3", has_text=status).wait_for(timeout=30_000)
+
+
+def page_window(page, server_pid: int, seconds: float) -> dict:
+    start, tokens_start = time.perf_counter(), read_tokens(page)
+    server_start, chromium_start = cpu_seconds([server_pid]), cpu_seconds(chromium_pids())
+    time.sleep(seconds)
+    tokens_end, elapsed = read_tokens(page), time.perf_counter() - start
+    return {"tokens_per_s": (tokens_end - tokens_start) / elapsed,
+            "server_cpu": (cpu_seconds([server_pid]) - server_start) / elapsed,
+            "chromium_cpu": (cpu_seconds(chromium_pids()) - chromium_start) / elapsed}
 
 
 def layers_to_first_point(page) -> float:
@@ -85,20 +105,24 @@ def wait_for_tokens(page, minimum: int, timeout: float = 60) -> int:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=40)
+    parser.add_argument("--seconds", type=float, default=20, help="length of each window")
+    parser.add_argument("--rounds", type=int, default=4, help="page windows per thread count")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args()
     print(f"fast preset, {args.seconds:g} s windows, {os.cpu_count()} cores")
-    print("| torch threads | headless tokens/s, before / after | page open tokens/s | page / headless | server CPU | "
-          "chromium CPU | Layers to first point |")
+    print("| torch threads | round | headless tokens/s, before / after | page open tokens/s | page / headless | "
+          "server CPU | chromium CPU |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for threads in args.threads:
-        before = headless_tokens_per_s(args.seconds, threads)
-        page = page_tokens_per_s(args.seconds, threads)
-        after = headless_tokens_per_s(args.seconds, threads)
-        headless = (before + after) / 2
-        print(f"| {threads} | {before:,.0f} / {after:,.0f} | {page['tokens_per_s']:,.0f} | {page['tokens_per_s'] / headless:.0%} "
-              f"| {page['server_cpu']:.2f} | {page['chromium_cpu']:.2f} | {page['layers_s']:.1f} s |", flush=True)
+        result = interleaved(args.seconds, threads, args.rounds)
+        ratios = []
+        for i, window in enumerate(result["windows"]):
+            before, after = result["headless"][i:i + 2]
+            ratios.append(window["tokens_per_s"] / ((before + after) / 2))
+            print(f"| {threads} | {i + 1} | {before:,.0f} / {after:,.0f} | {window['tokens_per_s']:,.0f} | {ratios[-1]:.0%} "
+                  f"| {window['server_cpu']:.2f} | {window['chromium_cpu']:.2f} |", flush=True)
+        print(f"| {threads} | median | | | {statistics.median(ratios):.0%} | | |")
+        print(f"Layers to the new run's first point, {threads} torch thread(s): {result['layers_s']:.1f} s", flush=True)
 
 
 if __name__ == "__main__":
