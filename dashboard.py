@@ -141,6 +141,10 @@ with st.sidebar:
     st.slider("Layers", *ctl.LAYER_RANGE, key="layers", on_change=restart_if_running)
     st.select_slider("Hidden units", ctl.HIDDEN_CHOICES, key="hidden", on_change=restart_if_running)
     st.slider("Dropout", ctl.DROPOUT_RANGE[0], ctl.DROPOUT_RANGE[1], step=ctl.DROPOUT_RANGE[2], key="dropout", on_change=restart_if_running)
+    st.slider("Recurrent weight drop", ctl.DROPOUT_RANGE[0], ctl.DROPOUT_RANGE[1], step=ctl.DROPOUT_RANGE[2],
+              key="weight_drop", on_change=restart_if_running,
+              help="Drops this fraction of each layer's hidden-to-hidden weights in every training minibatch "
+                   "(DropConnect, as in AWD-LSTM); the strongest regulariser for this small text.")
     st.select_slider("Input", ctl.EMBEDDING_CHOICES, key="embedding", on_change=restart_if_running,
                      format_func=lambda e: "one-hot" if e == 0 else f"embedding {e}")
 

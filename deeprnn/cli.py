@@ -48,6 +48,7 @@ def build_parser() -> Parser:
     train.add_argument("--layers", type=int)
     train.add_argument("--hidden", type=int)
     train.add_argument("--dropout", type=float)
+    train.add_argument("--weight-drop", type=float, help="DropConnect on the recurrent weights while training")
     train.add_argument("--embedding", type=int, help="embedding size; 0 means one-hot input")
     train.add_argument("--optimizer", choices=CHOICES["optimizer"])
     train.add_argument("--lr", type=float)

@@ -34,6 +34,7 @@ RANGES = {
     "layers": (1, 8, False, False),
     "hidden": (1, 4096, False, False),
     "dropout": (0.0, 1.0, False, True),
+    "weight_drop": (0.0, 1.0, False, True),
     "embedding": (0, 4096, False, False),
     "lr": (0.0, 100.0, True, False),
     "weight_decay": (0.0, 1.0, False, False),
@@ -65,6 +66,7 @@ class RunConfig:
     layers: int = 2
     hidden: int = 160  # fast: the soonest to held-out 4.5 on one torch thread (bench/results/sweep-fast.md)
     dropout: float = 0.0
+    weight_drop: float = 0.0  # DropConnect on the recurrent (hidden-to-hidden) weights while training
     embedding: int = 32  # 0 means one-hot input, as in the book
     optimizer: str = "adam"
     lr: float = 8e-3

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.func import functional_call
 from torch.nn import functional as F
 
 CELLS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
@@ -14,12 +15,14 @@ class StackedRNN(nn.Module):
     Layer l reads layer l-1's hidden states, with dropout between layers, exactly as PyTorch's
     `num_layers=L` module does; keeping the layers separate is what lets `forward` return each
     layer's hidden states at every time step. Tensors are time-major inside: (T, B, ...).
+    `weight_drop` is DropConnect on each layer's hidden-to-hidden weights while training (as in
+    AWD-LSTM, Merity et al. 2017): one mask per minibatch, the same at every time step.
     """
 
     def __init__(self, vocab_size: int, cell: str = "lstm", layers: int = 2, hidden: int = 256,
-                 embedding: int = 0, dropout: float = 0.0):
+                 embedding: int = 0, dropout: float = 0.0, weight_drop: float = 0.0):
         super().__init__()
-        self.vocab_size, self.cell, self.hidden = vocab_size, cell, hidden
+        self.vocab_size, self.cell, self.hidden, self.weight_drop = vocab_size, cell, hidden, weight_drop
         self.embedding = nn.Embedding(vocab_size, embedding) if embedding else None
         input_size = embedding or vocab_size
         self.layers = nn.ModuleList(
@@ -53,12 +56,18 @@ class StackedRNN(nn.Module):
         for i, (layer, layer_state) in enumerate(zip(self.layers, state)):
             if i > 0:
                 x = self.dropout(x)
-            x, s = layer(x, layer_state)
+            x, s = self._run_layer(layer, x, layer_state)
             new_state.append(s)
             if return_layers:
                 layer_outputs.append(x)
         logits = self.head(self.dropout(x))
         return (logits, new_state, layer_outputs) if return_layers else (logits, new_state)
+
+    def _run_layer(self, layer: nn.Module, x: torch.Tensor, state):
+        if not (self.training and self.weight_drop):
+            return layer(x, state)
+        dropped = F.dropout(layer.weight_hh_l0, self.weight_drop)  # computed once, not per time step
+        return functional_call(layer, {"weight_hh_l0": dropped}, (x, state))
 
 
 def detach_state(state: list) -> list:

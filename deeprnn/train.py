@@ -88,7 +88,7 @@ class Trainer:
         check_length(len(self.corpus.train), config.batch, config.steps)
         torch.manual_seed(config.seed)
         self.model = StackedRNN(len(self.corpus.vocab), config.cell, config.layers, config.hidden,
-                                config.embedding, config.dropout).to(self.device)
+                                config.embedding, config.dropout, config.weight_drop).to(self.device)
         # Under torchrun each process trains its own contiguous rows of the batch, so the sequential
         # scheme's state stays with its rows; DDP averages the gradients: one global-batch step.
         self.forward = torch.nn.parallel.DistributedDataParallel(self.model) if self.world > 1 else self.model

@@ -34,6 +34,7 @@ def test_preset_d2l_and_explicit_override(capsys):
     (["train", "--layers", "9"], "error: layers must be >= 1 and <= 8 (got 9)"),
     (["train", "--lr", "-1"], "error: lr must be > 0.0 and <= 100.0 (got -1.0)"),
     (["train", "--dropout", "1"], "error: dropout must be >= 0.0 and < 1.0"),
+    (["train", "--weight-drop", "1"], "error: weight_drop must be >= 0.0 and < 1.0"),
     (["train", "--layers", "two"], "error: argument --layers: invalid int value"),
     (["train", "--cell", "transformer"], "error: argument --cell: invalid choice"),
     (["train", "--corpus", "/no/such/file.txt"], "error: no such text file"),

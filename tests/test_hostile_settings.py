@@ -30,14 +30,16 @@ def test_any_value_of_any_field_is_accepted_or_named_with_its_range(name, value)
         assert getattr(config, name) == value
 
 
+DROPOUT_VALUES = st.integers(0, round((ctl.DROPOUT_RANGE[1] - ctl.DROPOUT_RANGE[0]) / ctl.DROPOUT_RANGE[2])).map(
+    lambda i: ctl.DROPOUT_RANGE[0] + i * ctl.DROPOUT_RANGE[2])
 WIDGET_VALUES = st.fixed_dictionaries({
     "preset": st.sampled_from(list(ctl.PRESET_LABELS)),
     "tokens": st.sampled_from(list(ctl.TOKEN_LABELS)),
     "cell": st.sampled_from(list(ctl.CELL_LABELS)),
     "layers": st.integers(*ctl.LAYER_RANGE),
     "hidden": st.sampled_from(ctl.HIDDEN_CHOICES),
-    "dropout": st.integers(0, round((ctl.DROPOUT_RANGE[1] - ctl.DROPOUT_RANGE[0]) / ctl.DROPOUT_RANGE[2])).map(
-        lambda i: ctl.DROPOUT_RANGE[0] + i * ctl.DROPOUT_RANGE[2]),
+    "dropout": DROPOUT_VALUES,
+    "weight_drop": DROPOUT_VALUES,
     "embedding": st.sampled_from(ctl.EMBEDDING_CHOICES),
     "optimizer": st.sampled_from(CHOICES["optimizer"]),
     "lr": st.sampled_from(ctl.LR_CHOICES),
@@ -58,9 +60,11 @@ def test_every_value_the_page_can_submit_is_a_valid_config(values):
 
 
 def test_the_page_widgets_offer_exactly_the_checked_ranges(app):
-    layers, dropout = app.slider(key="layers"), app.slider(key="dropout")
+    layers = app.slider(key="layers")
     assert (layers.min, layers.max) == ctl.LAYER_RANGE
-    assert (dropout.min, dropout.max, dropout.step) == pytest.approx(ctl.DROPOUT_RANGE)
+    for key in ("dropout", "weight_drop"):
+        slider = app.slider(key=key)
+        assert (slider.min, slider.max, slider.step) == pytest.approx(ctl.DROPOUT_RANGE)
     assert tuple(app.select_slider(key="hidden").options) == tuple(map(str, ctl.HIDDEN_CHOICES))
     epochs = app.number_input(key="epochs")
     assert (epochs.min, epochs.max) == ctl.EPOCH_RANGE

@@ -43,3 +43,20 @@ def test_embedding_input_shapes():
     model = StackedRNN(9, "lstm", 2, 8, embedding=4)
     logits, state = model(torch.zeros(2, 5, dtype=torch.long))
     assert logits.shape == (5, 2, 9) and len(state) == 2 and state[0][1].shape == (1, 2, 8)
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_weight_drop_masks_the_recurrent_weights_only_while_training(cell):
+    torch.manual_seed(0)
+    model = StackedRNN(7, cell, 2, 16, weight_drop=0.5)
+    plain = StackedRNN(7, cell, 2, 16)
+    plain.load_state_dict(model.state_dict())
+    ids = torch.randint(0, 7, (3, 9))
+    first, _ = model(ids)
+    second, _ = model(ids)
+    assert not torch.allclose(first, second)  # a fresh mask per minibatch
+    first.sum().backward()
+    assert all(layer.weight_hh_l0.grad.abs().sum() > 0 for layer in model.layers)
+    model.eval(), plain.eval()
+    assert torch.equal(model(ids)[0], plain(ids)[0])  # no mask when evaluating or probing
+    assert torch.equal(model.layers[0].weight_hh_l0, plain.layers[0].weight_hh_l0)  # the weights themselves untouched
