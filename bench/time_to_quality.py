@@ -6,6 +6,7 @@ held-out perplexity first reaches a target, and the best held-out perplexity wit
     python bench/time_to_quality.py --sweep fast          # the sweep that chose the fast preset
     python bench/time_to_quality.py --sweep best --budget 300
     python bench/time_to_quality.py --on-page            # the fast preset from pressing Start on the page
+    python bench/time_to_quality.py --recipes best --budget 300 --set layers=3 hidden=384   # one variant
 
 Prints one table row per recipe. Set DEEPRNN_DATA_DIR to a folder holding timemachine.txt.
 """
@@ -17,14 +18,14 @@ import time
 import torch
 
 from pageserver import dashboard_server, training_page
-from deeprnn.config import preset
+from deeprnn.config import RunConfig, preset
 from deeprnn.train import Diverged, Trainer
 
 SWEEPS = {
     # around the fast preset: what learns fastest in the first 20 seconds
     "fast": dict(hidden=[128, 160, 192, 256], lr=[5e-3, 8e-3, 1.5e-2], epochs=[5, 7]),
     # around the best preset: what gets lowest within five minutes
-    "best": dict(layers=[2, 3], dropout=[0.35, 0.5]),
+    "best": dict(weight_drop=[0.3, 0.4, 0.5], dropout=[0.25, 0.3]),
 }
 
 
@@ -61,8 +62,16 @@ def measure_on_page(budget: float, target: float) -> dict:
     return {"reached_s": reached, "best_val": best}
 
 
+def parse_setting(item: str) -> tuple[str, object]:
+    """FIELD=VALUE with VALUE read as the field's type (int, float or str)."""
+    name, _, value = item.partition("=")
+    kind = type(getattr(RunConfig(), name))
+    return name, kind(value)
+
+
 def describe(config) -> str:
     return (f"{config.cell} {config.layers}x{config.hidden} emb{config.embedding} drop{config.dropout:g} "
+            f"wdrop{config.weight_drop:g} "
             f"{config.optimizer} lr{config.lr:g} {config.schedule} wd{config.weight_decay:g} batch{config.batch} "
             f"steps{config.steps} epochs{config.epochs}")
 
@@ -75,6 +84,8 @@ def main():
     parser.add_argument("--on-page", action="store_true",
                         help="measure the fast preset on the dashboard (headless Chromium) instead")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
+                        help="RunConfig fields to override in every recipe, e.g. weight_drop=0.5 lr=4e-3")
     parser.add_argument("--recipes", nargs="+", default=["fast", "best", "d2l"], choices=["fast", "best", "d2l"],
                         help="presets to measure (d2l: the book's recipe on the full text, 10%% held out)")
     args = parser.parse_args()
@@ -84,13 +95,14 @@ def main():
         print(f"| the page's default (fast), from pressing Start | {reached} | best shown {r['best_val']} |")
         return
     torch.set_num_threads(args.threads)
+    overrides = dict(parse_setting(item) for item in args.set)
     if args.sweep:
         grid = SWEEPS[args.sweep]
         base = "fast" if args.sweep == "fast" else "best"
-        configs = [preset(base, **dict(zip(grid, values))) for values in itertools.product(*grid.values())]
+        configs = [preset(base, **dict(zip(grid, values)), **overrides) for values in itertools.product(*grid.values())]
     else:
         full_text = dict(max_tokens=-1, val_fraction=0.1, epochs=1000, eval_every=40)
-        configs = [preset(name, **(full_text if name == "d2l" else {})) for name in args.recipes]
+        configs = [preset(name, **{**(full_text if name == "d2l" else {}), **overrides}) for name in args.recipes]
     print(f"budget {args.budget:g} s per recipe, target held-out perplexity {args.target}, "
           f"{args.threads} torch threads, {torch.__version__}")
     print(f"| recipe | seconds to <= {args.target} | best held-out ppl in {args.budget:g} s | epochs | tokens/s |")
