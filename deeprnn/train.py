@@ -92,14 +92,14 @@ class Trainer:
         # Under torchrun each process trains its own contiguous rows of the batch, so the sequential
         # scheme's state stays with its rows; DDP averages the gradients: one global-batch step.
         self.forward = torch.nn.parallel.DistributedDataParallel(self.model) if self.world > 1 else self.model
-        self.optimizer = make_optimizer(config, list(self.model.parameters()))
+        self._params = list(self.model.parameters())
+        self.optimizer = make_optimizer(config, self._params)
         self.train_ids = torch.tensor(self.corpus.train, device=self.device)
         self.val_ids = torch.tensor(self.corpus.val, device=self.device) if len(self.corpus.val) > 1 else None
         self.step = self.epoch = self.tokens = 0
         self.train_seconds = 0.0
         self.metrics, self.evals, self.events = BoundedHistory(), BoundedHistory(), []
         self.best: dict | None = None  # {"val_ppl", "step", "tokens", "weights"}
-        self._params = list(self.model.parameters())
         self._weight_index = layer_weight_index(self.model)
         self._pending_losses: list[torch.Tensor] = []
         self._pending_norms: list[torch.Tensor] = []  # per step, every parameter's gradient norm
