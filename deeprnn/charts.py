@@ -138,22 +138,24 @@ def layer_heatmaps(layers, tokens, label: str, zmin: float, zmax: float, max_uni
     positions = list(range(len(labels)))
     hover = np.array(labels, dtype=object)
     domains = _stacked_domains(n, spacing=min(0.08, 0.3 / n))
-    traces, layout = [], {}
-    for row, (layer, domain) in enumerate(zip(reversed(range(n)), domains), start=1):
+    traces, layout, titles = [], {}, []
+    for row, (layer, (bottom_edge, top_edge)) in enumerate(zip(reversed(range(n)), domains), start=1):
         units = choose_units(layers[layer], max_units, how)
         traces.append(dict(type="heatmap",
             z=layers[layer][:, units].T, x=positions, y=[f"u{u}" for u in units], zmin=zmin, zmax=zmax,
             colorscale=colorscale, showscale=row == 1, customdata=np.tile(hover, (len(units), 1)),
             hovertemplate=f"layer {layer + 1} · '%{{customdata}}' · unit %{{y}}<br>{label} %{{z:.3f}}<extra></extra>",
             colorbar=dict(title=label, len=min(1.0, 2.5 / n), y=1, yanchor="top"), xaxis=f"x{row}", yaxis=f"y{row}"))
-        bottom = row == n
-        layout[f"xaxis{row}"] = dict(anchor=f"y{row}", domain=[0, 1], matches=None if bottom else f"x{n}",
-                                     showticklabels=bottom, **(dict(tickmode="array", tickvals=positions,
-                                                                    ticktext=labels, tickangle=0) if bottom else {}))
-        layout[f"yaxis{row}"] = dict(anchor=f"x{row}", domain=domain, showticklabels=len(units) <= 16)
-    titles = [dict(text=_layer_title(layer, layers[layer].shape[1], max_units, how), x=0.5, y=top, xref="paper",
-                   yref="paper", xanchor="center", yanchor="bottom", showarrow=False, font=dict(size=16))
-              for layer, (_, top) in zip(reversed(range(n)), domains)]
+        x_axis = dict(anchor=f"y{row}", domain=[0, 1], showticklabels=row == n)
+        if row == n:  # the bottom panel carries the character labels; the others follow its x axis
+            x_axis.update(tickmode="array", tickvals=positions, ticktext=labels, tickangle=0)
+        else:
+            x_axis["matches"] = f"x{n}"
+        layout[f"xaxis{row}"] = x_axis
+        layout[f"yaxis{row}"] = dict(anchor=f"x{row}", domain=[bottom_edge, top_edge], showticklabels=len(units) <= 16)
+        titles.append(dict(text=_layer_title(layer, layers[layer].shape[1], max_units, how), x=0.5, y=top_edge,
+                           xref="paper", yref="paper", xanchor="center", yanchor="bottom", showarrow=False,
+                           font=dict(size=16)))
     return go.Figure(data=traces, layout=dict(layout, annotations=titles, height=min(150 + 130 * n, 1400),
                                               margin=dict(l=10, r=10, t=40, b=10), uirevision=f"heatmaps-{label}"))
 
