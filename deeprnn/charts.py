@@ -130,7 +130,7 @@ def layer_heatmaps(layers, tokens, label: str, zmin: float, zmax: float, max_uni
     """One heatmap per layer, layer 1 at the bottom and layer L on top: x the probe's tokens,
     y units (a readable subset, named in each title), colour the value on one shared scale.
 
-    Built as one figure from plain data: plotly's make_subplots and per-trace updates cost four
+    Built as one figure from plain data: plotly's make_subplots and per-trace updates cost several
     times as much Python, and the page rebuilds this while the training thread waits on the GIL.
     """
     n = len(layers)
