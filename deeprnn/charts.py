@@ -44,9 +44,17 @@ def curves_figure(snapshot, x: str = "tokens", metric: str = "ppl", log_y: bool 
     traces += _best_marker(snapshot, x, val_key)
     lines, labels = _event_marks(snapshot, x)
     return go.Figure(data=traces, layout=dict(
-        xaxis=dict(title=dict(text=X_AXES[x])), yaxis=dict(title=dict(text=title), type="log" if log_y else "linear"),
+        xaxis=dict(title=dict(text=X_AXES[x])), yaxis=_value_axis(title, log_y),
         shapes=lines, annotations=labels, uirevision=f"curves-{x}-{metric}-{log_y}", height=340,
         margin=dict(l=10, r=10, t=30, b=10), legend=dict(orientation="h", y=1.08, x=0), hovermode="x unified"))
+
+
+def _value_axis(title: str, log_y: bool) -> dict:
+    """A perplexity or loss axis. On a log axis spanning more than a decade plotly labels 20 and 30
+    as single small digits "2" and "3"; "complete" writes them out."""
+    if not log_y:
+        return dict(title=dict(text=title), type="linear")
+    return dict(title=dict(text=title), type="log", minorloglabels="complete")
 
 
 def _event_x(snapshot, step: int, x: str):
@@ -90,7 +98,7 @@ def comparison_figure(snapshots, x: str = "tokens", log_y: bool = True) -> go.Fi
         traces.append(dict(type="scatter", x=[r[x] for r in rows], y=[r[key] for r in rows], mode="lines",
                            name=f"#{snap.run_id} {snap.name} ({kind})", line=dict(color=PALETTE[i % len(PALETTE)])))
     return go.Figure(data=traces, layout=dict(
-        xaxis=dict(title=dict(text=X_AXES[x])), yaxis=dict(title=dict(text="perplexity"), type="log" if log_y else "linear"),
+        xaxis=dict(title=dict(text=X_AXES[x])), yaxis=_value_axis("perplexity", log_y),
         uirevision="compare", height=340, margin=dict(l=10, r=10, t=30, b=10), legend=dict(orientation="h", y=-0.25, x=0)))
 
 

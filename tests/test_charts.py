@@ -43,6 +43,13 @@ def test_curves_draw_train_and_held_out_marking_the_kept_best_and_the_events():
     assert fig.layout.yaxis.type == "linear"
 
 
+def test_log_axes_write_the_labels_between_decades_in_full():
+    """Plotly's default labels 20 and 30 on a log axis as "2" and "3", which reads as a wrong scale."""
+    spanning = run_snapshot([report(1, 27.0), report(2, 4.0)])
+    for fig in (charts.curves_figure(spanning), charts.comparison_figure([spanning])):
+        assert fig.layout.yaxis.type == "log" and fig.layout.yaxis.minorloglabels == "complete"
+
+
 def test_long_curves_are_thinned_for_drawing_keeping_both_ends():
     metrics = [report(step, 5.0) for step in range(1, 10_001)]
     drawn = trace(charts.curves_figure(run_snapshot(metrics)), "train")
