@@ -15,7 +15,7 @@ from .batches import ITERATORS, check_length, eval_chunks
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import ConfigError, RunConfig
 from .corpus import Codec, Corpus, Vocab, build_corpus
-from .device import autocast, device_label, resolve_device, resolve_precision
+from .device import autocast, device_label, keep_freed_memory, resolve_device, resolve_precision
 from .history import BoundedHistory
 from .model import StackedRNN, count_parameters, detach_state
 
@@ -84,6 +84,7 @@ class Trainer:
             raise ConfigError("batch", f"must be divisible by the {self.world} processes (got {config.batch})")
         self.device = resolve_device(config.device, self.world > 1)
         self.precision = resolve_precision(config.precision, self.device)
+        keep_freed_memory()  # once per process: reuse freed host memory instead of faulting it in each step
         self.corpus = corpus or build_corpus(config)
         check_length(len(self.corpus.train), config.batch, config.steps)
         torch.manual_seed(config.seed)

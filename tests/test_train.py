@@ -1,8 +1,11 @@
+import ctypes
 import math
+import resource
 
 import pytest
 import torch
 
+from deeprnn import device
 from deeprnn.checkpoint import CheckpointError
 from deeprnn.generate import continue_text
 from deeprnn.train import Trainer, model_from_checkpoint
@@ -119,3 +122,29 @@ def test_bf16_products_learn_like_fp32_and_keep_fp32_weights(small_config):
     assert runs["bf16"].precision is torch.bfloat16 and runs["bf16"].device_label == "cpu, bf16"
     assert all(p.dtype == torch.float32 for p in runs["bf16"].model.parameters())
     assert runs["fp32"].evals.last()["val_ppl"] != bf16  # the products really were rounded
+
+
+def minor_faults_over(steps, count: int) -> int:
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(count):
+        next(steps)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+
+def test_training_reuses_freed_memory_instead_of_faulting_it_in_every_step(small_config):
+    """glibc's defaults hand a step's freed activations back to the system and fault them in again
+    on the next step (most of all in the main thread, where the CLI trains)."""
+    trainer = Trainer(small_config.replace(hidden=256, batch=32, steps=32, epochs=100))
+    if not device.keep_freed_memory():
+        pytest.skip("the C library here has no mallopt")
+    steps = trainer.steps()
+    minor_faults_over(steps, 5)
+    kept = minor_faults_over(steps, 20)
+    mallopt = ctypes.CDLL(None).mallopt
+    mallopt(device.M_MMAP_THRESHOLD, 128 << 10)  # glibc's starting thresholds
+    mallopt(device.M_TRIM_THRESHOLD, 128 << 10)
+    try:
+        handed_back = minor_faults_over(steps, 20)
+    finally:
+        device.keep_freed_memory.__wrapped__()
+    assert kept * 5 < handed_back
