@@ -96,10 +96,6 @@ def _same(a, b) -> bool:
     return a is b or (isinstance(a, (str, int, float, bool)) and a == b)
 
 
-def toggle_pause():
-    session.resume() if session.snapshot().status == "paused" else session.pause()
-
-
 def apply_views():
     session.set_views(probe_text=state.probe_text, prefix=state.prefix, temperature=state.temperature,
                       use_best=state.use_best)
@@ -114,7 +110,8 @@ with st.sidebar:
     watching = bool(state.watch_dir)
     start_col, pause_col, stop_col = st.columns(3)
     start_col.button("Start", type="primary", on_click=start_run, disabled=watching, width="stretch")
-    pause_col.button("Resume" if snapshot.status == "paused" else "Pause", on_click=toggle_pause,
+    paused = snapshot.status == "paused"  # each label does one thing: a repeated click cannot undo itself
+    pause_col.button("Resume" if paused else "Pause", on_click=session.resume if paused else session.pause,
                      disabled=watching or not snapshot.active, width="stretch")
     stop_col.button("Stop", on_click=session.stop, disabled=watching or not snapshot.active, width="stretch")
     with st.expander("Run directories"):

@@ -36,6 +36,7 @@ from .train import Diverged, Trainer
 DEFAULT_PROBE = "the time traveller for so it will be convenient to speak of him"
 DEFAULT_PREFIX = "time traveller"
 STOP_TIMEOUT_S = 2.0
+COMMAND_TIMEOUT_S = 2.0  # how long pause and resume wait for the run to acknowledge
 # The views (probe, gates, samples) may take at most this share of a run's time: a model whose
 # views take longer than that refreshes them less often than every `view_every_s`.
 VIEW_SHARE = 0.03
@@ -128,18 +129,23 @@ class TrainingSession:
 
         The page waits here after starting a run, so the rerun that follows draws the run with its
         first point instead of leaving it to the next refresh of the live views, up to a second later."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            snapshot = self.snapshot()
-            if snapshot.metrics or not snapshot.active:
-                return
-            time.sleep(0.02)
+        self._wait_until(lambda snapshot: snapshot.metrics or not snapshot.active, timeout)
 
-    def pause(self):
+    def pause(self, timeout: float = COMMAND_TIMEOUT_S) -> None:
+        """Ask the active run to pause; returns once it has (its current step done), or after `timeout`.
+
+        Waiting lets the page's rerun after the click draw the button as "Resume" at once."""
         self._send("pause")
+        self._wait_until(lambda snapshot: snapshot.status == "paused" or not snapshot.active, timeout)
 
-    def resume(self):
+    def resume(self, timeout: float = COMMAND_TIMEOUT_S) -> None:
         self._send("resume")
+        self._wait_until(lambda snapshot: snapshot.status != "paused" or not snapshot.active, timeout)
+
+    def _wait_until(self, done, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not done(self.snapshot()):
+            time.sleep(0.02)
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
         """End the active run; returns once its worker has ended, or after `timeout` seconds."""
@@ -425,7 +431,8 @@ class _Worker:
         if command == "pause" and not self.paused:
             self.report_pending()
             self.paused, self.status, self.paused_at = True, "paused", time.perf_counter()
-            self.refresh_views(wait=True)  # a paused run shows the weights it stopped at
+            self.publish()  # paused now; the views of the weights it stopped at follow
+            self.refresh_views(wait=True)
         elif command == "resume" and self.paused:
             self.paused, self.status, self.message = False, "running", None
             self.paused_seconds += time.perf_counter() - self.paused_at

@@ -46,6 +46,17 @@ def test_start_then_layers_three_then_learning_rate_event(app):
     assert list(table["layers"]) == [2, 3] and list(table["status"])[0] == "stopped"
 
 
+def test_pause_and_resume_show_their_new_state_in_the_rerun_after_the_click(app):
+    """The buttons sit outside the live fragment: the rerun that a click causes must already draw the
+    other button, or a second click on a stale "Pause" would be taken for what it no longer says."""
+    button(app, "Start").click()
+    rerun_until(app, lambda at: "running" in title(at))
+    button(app, "Pause").click().run()
+    assert "paused" in title(app) and [b.label for b in app.button if b.label in ("Pause", "Resume")] == ["Resume"]
+    button(app, "Resume").click().run()
+    assert "running" in title(app) and [b.label for b in app.button if b.label in ("Pause", "Resume")] == ["Pause"]
+
+
 def test_empty_upload_shows_an_error_and_the_page_keeps_working(app):
     app.radio(key="corpus_source").set_value("upload").run()
     app.file_uploader[0].set_value(("empty.txt", b"", "text/plain")).run()

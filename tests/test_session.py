@@ -43,11 +43,12 @@ def test_pause_freezes_the_step_counter_and_stop_is_prompt(session, config):
     session.start(config)
     wait_for(lambda: session.snapshot().step > 3)
     session.pause()
-    wait_for(lambda: session.snapshot().status == "paused")
+    assert session.snapshot().status == "paused"  # pause returns once the run has paused
     frozen = session.snapshot().step
     time.sleep(0.5)
     assert session.snapshot().step == frozen
     session.resume()
+    assert session.snapshot().status == "running"
     wait_for(lambda: session.snapshot().step > frozen)
     started = time.monotonic()
     session.stop()
