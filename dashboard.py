@@ -167,7 +167,7 @@ if notice := state.pop("notice", None):
 
 
 @st.fragment(run_every=1.0)
-def live_views():
+def live_status():
     snap = current_snapshot()
     if state.watch_dir:
         st.info(f"Watching the run directory `{state.watch_dir}` (read-only). Clear the field to train here.")
@@ -179,6 +179,14 @@ def live_views():
     if snap.status == "idle":
         st.info("Choose a preset and press **Start**. The curves, each layer's hidden states and the "
                 "model's own writing appear here as it trains.")
+
+
+@st.fragment(run_every=2.0)
+def live_views():
+    """The curves and the samples, every 2 s: each redraw costs the server's Python (GIL the training
+    thread needs) and the browser's plotting; the numbers above them change every second."""
+    snap = current_snapshot()
+    if snap.status == "idle":
         return
     curves_col, samples_col = st.columns([3, 2], gap="large")
     with curves_col:
@@ -257,6 +265,7 @@ def _duration(seconds):
         f"{seconds // 60}:{seconds % 60:02d}"
 
 
+live_status()
 live_views()
 
 
