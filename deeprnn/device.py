@@ -43,7 +43,8 @@ def keep_freed_memory() -> bool:
     main thread, glibc's default returns them (trimming the heap or unmapping the block) and the next
     step takes every page again as a page fault: about 145,000 a second on the fast preset, which ran
     20-30% slower in the main thread (the CLI) than in a worker thread (the page), whose heap keeps
-    them. Setting both thresholds fixes them, so freed blocks up to 32 MB stay in the heap for reuse.
+    them. Setting both thresholds (which also stops glibc adjusting them) keeps freed blocks up to 32 MB
+    in the heap for reuse.
     False where the C library has no mallopt (not glibc).
     """
     try:
