@@ -272,8 +272,8 @@ live_views()
 @st.fragment(run_every=2.0)
 def probe_views():
     """The views of the probe text, redrawn as often as the session refreshes the probe (at most every
-    2 s): in the curves' 1 s fragment they were serialized again for nothing every other second, Python
-    that holds the GIL the training thread needs."""
+    2 s): in a 1 s fragment they were serialized again for nothing every other second, Python that holds
+    the GIL the training thread needs."""
     snap = current_snapshot()
     if snap.status == "idle":
         return
