@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .model import layer_weights
+
 # Gate names per cell, in the order PyTorch stacks their weights.
 GATES = {"lstm": ("input", "forget", "candidate", "output"),
          "gru": ("reset", "update", "candidate"),
@@ -41,12 +43,8 @@ def trace(model, ids: list[int]) -> list[LayerTrace]:
     return traces
 
 
-def _weights(layer):
-    return layer.weight_ih_l0, layer.weight_hh_l0, layer.bias_ih_l0, layer.bias_hh_l0
-
-
 def _lstm_layer(layer, x) -> LayerTrace:
-    w_ih, w_hh, b_ih, b_hh = _weights(layer)
+    w_ih, w_hh, b_ih, b_hh = layer_weights(layer)
     projected = x @ w_ih.T + b_ih + b_hh  # input projections of all time steps at once
     h = c = torch.zeros(layer.hidden_size, device=x.device)
     out = {name: [] for name in ("hidden", "cell", *GATES["lstm"])}
@@ -62,7 +60,7 @@ def _lstm_layer(layer, x) -> LayerTrace:
 
 
 def _gru_layer(layer, x) -> LayerTrace:
-    w_ih, w_hh, b_ih, b_hh = _weights(layer)
+    w_ih, w_hh, b_ih, b_hh = layer_weights(layer)
     projected = x @ w_ih.T + b_ih
     h = torch.zeros(layer.hidden_size, device=x.device)
     out = {name: [] for name in ("hidden", *GATES["gru"])}
@@ -79,7 +77,7 @@ def _gru_layer(layer, x) -> LayerTrace:
 
 
 def _rnn_layer(layer, x) -> LayerTrace:
-    w_ih, w_hh, b_ih, b_hh = _weights(layer)
+    w_ih, w_hh, b_ih, b_hh = layer_weights(layer)
     projected = x @ w_ih.T + b_ih + b_hh
     h = torch.zeros(layer.hidden_size, device=x.device)
     hidden, pre = [], []

@@ -1,12 +1,20 @@
 """StackedRNN: L single-layer PyTorch cells, so every layer's hidden states can be read out."""
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
-from torch.func import functional_call
 from torch.nn import functional as F
 
 CELLS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
+# The kernels those modules' forward() calls, here called with weights of our choosing: several layers'
+# at once, or a recurrent weight with DropConnect applied. Calling the module instead with swapped weights
+# makes it re-flatten its parameters into new memory at every call, which a CUDA graph cannot follow.
+KERNELS = {"rnn": torch._VF.rnn_tanh, "gru": torch._VF.gru, "lstm": torch._VF.lstm}
+# Weights from several modules are not one block of memory, so cuDNN copies them into one per call:
+# a few microseconds, against the milliseconds that running the layers together saves.
+warnings.filterwarnings("ignore", message="RNN module weights are not part of single contiguous chunk")
 
 
 class StackedRNN(nn.Module):
@@ -14,7 +22,9 @@ class StackedRNN(nn.Module):
 
     Layer l reads layer l-1's hidden states, with dropout between layers, exactly as PyTorch's
     `num_layers=L` module does; keeping the layers separate is what lets `forward` return each
-    layer's hidden states at every time step. Tensors are time-major inside: (T, B, ...).
+    layer's hidden states at every time step. On a GPU, when those are not asked for, all layers
+    run in one cuDNN call, which overlaps layer l's step t with layer l-1's step t+1.
+    Tensors are time-major inside: (T, B, ...).
     `weight_drop` is DropConnect on each layer's hidden-to-hidden weights while training (as in
     AWD-LSTM, Merity et al. 2017): one mask per minibatch, the same at every time step.
     """
@@ -52,26 +62,57 @@ class StackedRNN(nn.Module):
         if state is None:
             state = self.begin_state(inputs.shape[0], inputs.device)
         x = self.encode_inputs(inputs)
+        # All layers at once, except with dropout between them while training: that dropout stays
+        # torch's own, whose random numbers a CUDA graph replays correctly.
+        if x.is_cuda and not return_layers and not (self.training and self.dropout.p):
+            x, new_state = self._recur(x, state, [w for layer in self.layers for w in self._weights(layer)])
+            return self.head(x), new_state
         new_state, layer_outputs = [], []
         for i, (layer, layer_state) in enumerate(zip(self.layers, state)):
             if i > 0:
                 x = self.dropout(x)
-            x, s = self._run_layer(layer, x, layer_state)
+            x, (s,) = self._recur(x, [layer_state], self._weights(layer))
             new_state.append(s)
             if return_layers:
                 layer_outputs.append(x)
         logits = self.head(self.dropout(x))
         return (logits, new_state, layer_outputs) if return_layers else (logits, new_state)
 
-    def _run_layer(self, layer: nn.Module, x: torch.Tensor, state):
-        if not (self.training and self.weight_drop):
-            return layer(x, state)
-        dropped = F.dropout(layer.weight_hh_l0, self.weight_drop)  # computed once, not per time step
-        return functional_call(layer, {"weight_hh_l0": dropped}, (x, state))
+    def _weights(self, layer: nn.Module) -> list:
+        """A layer's weights as its kernel takes them; while training with weight drop, the
+        recurrent weight masked once for the whole minibatch, not per time step."""
+        w_ih, w_hh, b_ih, b_hh = layer_weights(layer)
+        if self.training and self.weight_drop:
+            w_hh = F.dropout(w_hh, self.weight_drop)
+        return [w_ih, w_hh, b_ih, b_hh]
+
+    def _recur(self, x: torch.Tensor, states: list, weights: list):
+        """Run len(states) layers, 4 weights each, in one kernel call: their top output and states."""
+        n = len(states)
+        args = (weights, True, n, 0.0, self.training, False, False)  # biases, layers, dropout, train, bidirectional, batch_first
+        if self.cell == "lstm":
+            x, h, c = KERNELS["lstm"](x, (_stack([s[0] for s in states]), _stack([s[1] for s in states])), *args)
+            return x, [(h[i:i + 1], c[i:i + 1]) for i in range(n)]
+        x, h = KERNELS[self.cell](x, _stack(states), *args)
+        return x, [h[i:i + 1] for i in range(n)]
+
+
+def _stack(per_layer: list) -> torch.Tensor:
+    return per_layer[0] if len(per_layer) == 1 else torch.cat(per_layer)
+
+
+def layer_weights(layer: nn.Module) -> tuple:
+    """A single-layer PyTorch cell's input, recurrent and two bias weights."""
+    return layer.weight_ih_l0, layer.weight_hh_l0, layer.bias_ih_l0, layer.bias_hh_l0
+
+
+def map_state(fn, state: list) -> list:
+    """`fn` applied to each tensor of a per-layer state (a tensor per layer, or an LSTM's (h, c) pair)."""
+    return [tuple(fn(s) for s in st) if isinstance(st, tuple) else fn(st) for st in state]
 
 
 def detach_state(state: list) -> list:
-    return [tuple(s.detach() for s in st) if isinstance(st, tuple) else st.detach() for st in state]
+    return map_state(torch.Tensor.detach, state)
 
 
 def count_parameters(model: nn.Module) -> int:
