@@ -10,6 +10,7 @@ seed. On a machine with CUDA it does the same on the GPU.
     python bench/throughput.py --rounds 6 --epochs-per-round 10
     python bench/throughput.py --rounds 50 --epochs-per-round 10   # the book's 500 epochs: fidelity
     python bench/throughput.py --precision fp32                      # float32 products only
+    python bench/throughput.py --devices cuda --cuda-graph off       # the GPU, each step launched eagerly
 """
 import argparse
 import importlib.util
@@ -70,8 +71,9 @@ class Book:
 
 
 class Ours:
-    def __init__(self, device: str, precision: str):
-        self.trainer = Trainer(preset("d2l", device=device, precision=precision, epochs=100_000))
+    def __init__(self, device: str, precision: str, cuda_graph: str):
+        self.trainer = Trainer(preset("d2l", device=device, precision=precision, cuda_graph=cuda_graph,
+                                      epochs=100_000))
         self.steps = self.trainer.steps()
 
     def train_epochs(self, n: int) -> int:
@@ -95,9 +97,11 @@ def timed(runner, epochs: int, device: str) -> float:
     return tokens / (time.perf_counter() - started)
 
 
-def compare(device: str, precision: str, rounds: int, epochs: int, reference: Path) -> None:
-    book, ours = Book(load_reference(reference), device), Ours(device, precision)
+def compare(device: str, precision: str, cuda_graph: str, rounds: int, epochs: int, reference: Path) -> None:
+    book, ours = Book(load_reference(reference), device), Ours(device, precision, cuda_graph)
     label = ours.trainer.device_label  # the device and, where used, bf16
+    if device == "cuda":
+        label += ", CUDA graph" if cuda_graph == "auto" else ", eager"
     ratios = []
     for i in range(rounds):
         book_speed, our_speed = timed(book, epochs, device), timed(ours, epochs, device)
@@ -116,14 +120,17 @@ def main():
     parser.add_argument("--reference", type=Path, default=REFERENCE)
     parser.add_argument("--precision", default="auto", choices=CHOICES["precision"],
                         help="deeprnn's precision (the reference always computes in float32)")
+    parser.add_argument("--cuda-graph", default="auto", choices=CHOICES["cuda_graph"],
+                        help="on CUDA, deeprnn's step recorded as a graph (auto) or launched eagerly (off)")
+    parser.add_argument("--devices", nargs="+", choices=["cpu", "cuda"],
+                        default=["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
     args = parser.parse_args()
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     print(f"book's recipe (2-layer LSTM 256, one-hot, batch 32, 35 steps, SGD lr 2), {torch.get_num_threads()} "
           f"CPU threads, torch {torch.__version__}"
           + (f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""))
     print("\n| deeprnn on | round | reference tokens/s | deeprnn tokens/s | ratio |\n| --- | --- | --- | --- | --- |")
-    for device in devices:
-        compare(device, args.precision, args.rounds, args.epochs_per_round, args.reference)
+    for device in args.devices:
+        compare(device, args.precision, args.cuda_graph, args.rounds, args.epochs_per_round, args.reference)
 
 
 if __name__ == "__main__":

@@ -62,7 +62,9 @@ def build_parser() -> Parser:
     train.add_argument("--seed", type=int)
     train.add_argument("--device", choices=CHOICES["device"])
     train.add_argument("--precision", choices=CHOICES["precision"],
-                       help="auto: bf16 products on CPUs with bf16 instructions, else fp32")
+                       help="auto: bf16 products on CPUs with bf16 instructions and on GPUs from Ampere on, else fp32")
+    train.add_argument("--cuda-graph", choices=CHOICES["cuda_graph"],
+                       help="auto: on one GPU, record the whole training step as a CUDA graph and replay it")
     train.add_argument("--report-every", type=int, help="minibatches between report points (0: per epoch)")
     train.add_argument("--eval-every", type=int, help="minibatches between held-out evaluations (0: per epoch)")
     train.add_argument("--save", help="write a checkpoint here at the end (and on divergence)")

@@ -24,6 +24,7 @@ CHOICES = {
     "iterator": ("sequential", "random"),
     "device": ("auto", "cpu", "cuda", "mps"),
     "precision": ("auto", "fp32", "bf16"),
+    "cuda_graph": ("auto", "off"),
 }
 
 # Numeric ranges, inclusive unless the bound is marked open: (low, high, low_open, high_open).
@@ -79,7 +80,8 @@ class RunConfig:
     iterator: str = "sequential"
     seed: int = 0
     device: str = "auto"
-    precision: str = "auto"  # auto: bf16 products where the CPU has bf16 instructions, else fp32
+    precision: str = "auto"  # auto: bf16 products where the hardware multiplies bf16 (some CPUs, recent GPUs), else fp32
+    cuda_graph: str = "auto"  # auto: on one GPU, record the training step once and replay it; off: eager
     report_every: int = 0  # minibatches between report points; 0 reports once per epoch
     eval_every: int = 40  # minibatches between held-out evaluations; 0 evaluates once per epoch
 

@@ -16,6 +16,7 @@ from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import ConfigError, RunConfig
 from .corpus import Codec, Corpus, Vocab, build_corpus
 from .device import autocast, device_label, keep_freed_memory, resolve_device, resolve_precision
+from .graph import CapturedStep, make_capturable
 from .history import BoundedHistory
 from .model import StackedRNN, count_parameters, detach_state
 
@@ -95,6 +96,10 @@ class Trainer:
         self.forward = torch.nn.parallel.DistributedDataParallel(self.model) if self.world > 1 else self.model
         self._params = list(self.model.parameters())
         self.optimizer = make_optimizer(config, self._params)
+        self._graphed = self.device.type == "cuda" and self.world == 1 and config.cuda_graph == "auto"
+        if self._graphed:
+            make_capturable(self.optimizer)
+        self._step = self._new_step()
         self.train_ids = torch.tensor(self.corpus.train, device=self.device)
         self.val_ids = torch.tensor(self.corpus.val, device=self.device) if len(self.corpus.val) > 1 else None
         self.step = self.epoch = self.tokens = 0
@@ -121,7 +126,7 @@ class Trainer:
 
     @property
     def lr(self) -> float:
-        return self.optimizer.param_groups[0]["lr"]
+        return float(self.optimizer.param_groups[0]["lr"])  # a device tensor when the step is a CUDA graph
 
     def set_lr(self, lr: float) -> None:
         """Takes effect at the next step (as the new peak under a schedule); recorded as an event."""
@@ -140,10 +145,14 @@ class Trainer:
     def _apply_schedule(self) -> None:
         lr = self.lr_at(self.step)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            if isinstance(group["lr"], torch.Tensor):
+                group["lr"].fill_(lr)  # in place: the recorded step reads this tensor
+            else:
+                group["lr"] = lr
 
     def set_clip(self, clip: float) -> None:
         self.config = self.config.replace(clip=clip)
+        self._step = self._new_step()  # the clip value is baked into a recorded step
         self.events.append({"step": self.step, "kind": "clip", "value": clip})
 
     def steps(self):
@@ -181,6 +190,20 @@ class Trainer:
             state = detach_state(state)
         if self.config.schedule != "constant":
             self._apply_schedule()
+        loss, norms, state = self._step(x, y, state)
+        self._pending_losses.append(loss)
+        self._pending_norms.append(norms)
+        self.step += 1
+        self.tokens += y.numel() * self.world
+        return state
+
+    def _new_step(self):
+        """The step function: recorded as a CUDA graph on one GPU, else called as it is."""
+        return CapturedStep(self._eager_step) if self._graphed else self._eager_step
+
+    def _eager_step(self, x, y, state):
+        """Forward, backward, clipping and the optimizer: the loss, per-parameter gradient norms
+        and the new state."""
         with autocast(self.device, self.precision):
             logits, state = self.forward(x, state)
         loss = next_token_loss(logits, y)
@@ -192,11 +215,7 @@ class Trainer:
             total = torch.linalg.vector_norm(norms)
             torch.nn.utils.clip_grads_with_norm_(self._params, self.config.clip, total, foreach=True)
         self.optimizer.step()
-        self._pending_losses.append(loss.detach())
-        self._pending_norms.append(norms.detach())
-        self.step += 1
-        self.tokens += y.numel() * self.world
-        return state
+        return loss.detach(), norms.detach(), state
 
     def _report_and_evaluate(self) -> dict:
         """A report point with the held-out perplexity (None without a held-out split)."""
@@ -252,8 +271,14 @@ class Trainer:
 
     def _restore_good(self) -> None:
         self.model.load_state_dict(self._good[0])
-        self.optimizer.load_state_dict(self._good[1])
+        self._load_optimizer(self._good[1])
         self.events.append({"step": self.step, "kind": "diverged", "value": self.lr})
+
+    def _load_optimizer(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state)
+        if self._graphed:  # the loaded state replaced the tensors the recorded step used
+            make_capturable(self.optimizer)
+            self._step = self._new_step()
 
     def _keep_if_best(self, val_ppl: float) -> None:
         if self.best is None or val_ppl < self.best["val_ppl"]:
@@ -293,11 +318,21 @@ class Trainer:
     def checkpoint(self) -> dict:
         best = None if self.best is None else {k: v for k, v in self.best.items()}
         return {"config": self.config.to_dict(), "vocab": self.corpus.vocab.idx_to_token,
-                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "model": self.model.state_dict(), "optimizer": self._portable_optimizer_state(),
                 "counters": {"step": self.step, "epoch": self.epoch, "tokens": self.tokens,
                              "train_seconds": self.train_seconds},
                 "metrics": list(self.metrics.records()), "evals": list(self.evals.records()),
                 "events": list(self.events), "best": best}
+
+    def _portable_optimizer_state(self) -> dict:
+        """The optimizer's state with plain-number rates and Adam's capturable flag off, so that a
+        checkpoint from a GPU run loads on a CPU-only machine."""
+        state = self.optimizer.state_dict()
+        for group in state["param_groups"]:
+            group["lr"] = float(group["lr"])
+            if "capturable" in group:
+                group["capturable"] = False
+        return state
 
     def save(self, path) -> None:
         save_checkpoint(self.checkpoint(), path)
@@ -320,7 +355,7 @@ class Trainer:
 
     def load_state(self, payload: dict) -> None:
         self.model.load_state_dict(payload["model"])
-        self.optimizer.load_state_dict(payload["optimizer"])
+        self._load_optimizer(payload["optimizer"])
         counters = payload["counters"]
         self.step, self.epoch, self.tokens = counters["step"], counters["epoch"], counters["tokens"]
         self._apply_schedule()  # explicit overrides win over the saved rate

@@ -8,6 +8,7 @@ import torch
 from deeprnn import device
 from deeprnn.checkpoint import CheckpointError
 from deeprnn.generate import continue_text
+from deeprnn.graph import make_capturable
 from deeprnn.train import Trainer, model_from_checkpoint
 
 
@@ -66,6 +67,24 @@ def test_cosine_schedule_decays_to_five_percent_over_the_budget(small_config):
     assert trainer.optimizer.param_groups[0]["lr"] == lrs[-1]
     trainer.set_lr(0.2)  # a new peak: the schedule's factor still applies
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.2 * lrs[-1] / 0.1, rel=0.05)
+
+
+def test_rates_held_as_tensors_train_alike_and_save_as_plain_numbers(small_config, tmp_path):
+    """What a CUDA-graph step needs (make_capturable), tried on the CPU: the schedule writes the
+    rate tensor in place, training matches float rates, and a checkpoint holds plain numbers."""
+    config = small_config.replace(schedule="cosine", lr=0.01, epochs=2, report_every=1)
+    plain, tensors = Trainer(config), Trainer(config)
+    make_capturable(tensors.optimizer)
+    rate = tensors.optimizer.param_groups[0]["lr"]
+    run(tensors), run(plain)
+    losses = [[r["loss"] for r in t.metrics.records()] for t in (tensors, plain)]
+    assert len(losses[0]) > 10 and losses[0] == pytest.approx(losses[1], rel=1e-3)  # float32 rates: 1e-4 apart
+    assert tensors.optimizer.param_groups[0]["lr"] is rate and float(rate) == pytest.approx(plain.lr)
+    tensors.save(tmp_path / "run.pt")
+    saved = torch.load(tmp_path / "run.pt", weights_only=True)["optimizer"]["param_groups"][0]
+    assert type(saved["lr"]) is float and saved["capturable"] is False
+    resumed = Trainer.resume(tmp_path / "run.pt")  # at the end of the budget: 5% of the peak rate
+    assert type(resumed.optimizer.param_groups[0]["lr"]) is float and resumed.lr == pytest.approx(0.05 * config.lr)
 
 
 def test_held_out_evaluated_every_n_minibatches(small_config):
