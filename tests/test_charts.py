@@ -64,12 +64,12 @@ def test_heatmaps_put_layer_one_at_the_bottom_and_label_every_probe_character():
     hidden[0][:, 7] *= 0  # a unit that never changes is never among the most active
     probe = Probe(3, tokens, hidden, None, ({}, {}))
     fig = charts.heatmaps_figure(probe, "hidden", max_units=16)
-    top, bottom = fig.data
+    top, bottom, strip = fig.data
     assert np.allclose(bottom.z, hidden[0][:, charts.choose_units(hidden[0], 16)].T)
     assert "u7" not in bottom.y and len(bottom.y) == 16
     assert fig.layout.annotations[0].text.startswith("layer 2") and top.zmax == 1.0
-    labels = [axis.ticktext for axis in (fig.layout.xaxis, fig.layout.xaxis2) if axis.ticktext]
-    assert labels == [("t", "h", "e", "␣", "t", "i", "m", "e")]
-    top_panel, bottom_panel = fig.layout.yaxis.domain, fig.layout.yaxis2.domain
-    assert 0 <= bottom_panel[0] < bottom_panel[1] < top_panel[0] < top_panel[1] <= 1
-    assert fig.layout.xaxis.matches == "x2" and fig.layout.annotations[0].y == top_panel[1]  # one shared x axis
+    assert strip.text == ("t", "h", "e", "␣", "t", "i", "m", "e") and strip.x == tuple(range(8))
+    top_panel, bottom_panel, strip_panel = fig.layout.yaxis.domain, fig.layout.yaxis2.domain, fig.layout.yaxis3.domain
+    assert 0 <= strip_panel[0] < strip_panel[1] < bottom_panel[0] < bottom_panel[1] < top_panel[0] < top_panel[1] <= 1
+    assert fig.layout.xaxis.matches == fig.layout.xaxis3.matches == "x2"  # one shared x axis, the tokens' strip too
+    assert fig.layout.xaxis2.range == (-0.5, 7.5) and fig.layout.annotations[0].y == top_panel[1]
