@@ -11,7 +11,10 @@ class ConfigError(ValueError):
 
     def __init__(self, name: str, message: str):
         super().__init__(f"{name} {message}")
-        self.field = name
+        self.field, self.reason = name, message
+
+    def __reduce__(self):  # rebuilt from both parts, so it crosses to and from a training process
+        return ConfigError, (self.field, self.reason)
 
 
 # Allowed values, kept as data so the CLI and the page can offer exactly these choices.

@@ -77,23 +77,36 @@ class _Run:
 
 
 _worker_slots = threading.BoundedSemaphore(MAX_WORKERS)
-_live_sessions: "weakref.WeakSet[TrainingSession]" = weakref.WeakSet()
+# Every session of this process, in-process or in a training process of its own (remote.py).
+live_sessions: weakref.WeakSet = weakref.WeakSet()
+
+
+def take_worker_slot() -> None:
+    """Claim one of this server's training slots, or refuse with a message for the page."""
+    if not _worker_slots.acquire(blocking=False):
+        raise SessionError(f"too many runs on this server (at most {MAX_WORKERS} train at once); "
+                           "stop a run in another tab or try again shortly")
+
+
+def release_worker_slot() -> None:
+    _worker_slots.release()
 
 
 @atexit.register
 def close_all_sessions() -> None:
     """Stop every worker of this process (at exit, and for tests that drive the page)."""
-    for session in list(_live_sessions):
+    for session in list(live_sessions):
         session.close()
 
 
 class TrainingSession:
     """One user's runs: at most one active at a time, the last `max_runs` kept for comparison."""
 
-    def __init__(self, max_runs: int = 12, view_every_s: float = 2.0, report_every_s: float = 0.5):
+    def __init__(self, max_runs: int = 12, view_every_s: float = 2.0, report_every_s: float = 0.5,
+                 first_run_id: int = 1):
         self.max_runs, self.view_every_s, self.report_every_s = max_runs, view_every_s, report_every_s
         self._runs: collections.OrderedDict[int, _Run] = collections.OrderedDict()
-        self._ids = itertools.count(1)
+        self._ids = itertools.count(first_run_id)
         self._lock = threading.Lock()  # guards _runs and _active_id, held only briefly
         self._control = threading.RLock()  # serialises start and stop: one active run at most
         self._active_id: int | None = None
@@ -102,7 +115,7 @@ class TrainingSession:
         self._view_thread = ThreadPoolExecutor(1, thread_name_prefix="deeprnn-views")
         if TORCH_THREADS:
             torch.set_num_threads(TORCH_THREADS)
-        _live_sessions.add(self)
+        live_sessions.add(self)
 
     # --- commands ------------------------------------------------------------------------------
     def start(self, config: RunConfig, run_dir=None) -> int:
@@ -111,9 +124,7 @@ class TrainingSession:
         With `run_dir`, the run also keeps a run directory there (see rundir.py)."""
         with self._control:
             self._stop_active(STOP_TIMEOUT_S)
-            if not _worker_slots.acquire(blocking=False):
-                raise SessionError(f"too many runs on this server (at most {MAX_WORKERS} train at once); "
-                                   "stop a run in another tab or try again shortly")
+            take_worker_slot()
             run = _Run(next(self._ids), config, self.views, run_dir)
             run.thread = threading.Thread(target=self._work, args=(run,), name=f"deeprnn-run-{run.id}",
                                           daemon=True)
@@ -264,7 +275,7 @@ class TrainingSession:
         try:
             _Worker(run, self._view_thread, self.view_every_s, self.report_every_s).loop()
         finally:
-            _worker_slots.release()
+            release_worker_slot()
 
     def _refresh_ended(self, run: _Run, changes: dict) -> None:
         with run.lock:
