@@ -1,0 +1,359 @@
+"""ProcessSession: a TrainingSession in a training process of its own, for the page's server.
+
+Why a process: in the server's process the training thread shares one GIL with Streamlit's event
+loop and script runs. Every torch call gives the GIL up and waits to get it back, so the server's
+Python slowed training by 10-20% however light the page was made (bench/results/dashboard-overhead.md).
+In its own process the run has a GIL to itself.
+
+The child runs an ordinary TrainingSession. Commands go to it one at a time over a pipe and return
+its answer. It sends each run's Snapshot whenever the run publishes a new one, so reading
+(`snapshot`, `runs`) never waits on the child: the server keeps the latest of each.
+"""
+from __future__ import annotations
+
+import collections
+import itertools
+import os
+import pickle
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import replace
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+from .config import RunConfig
+from .session import (STOP_TIMEOUT_S, SessionError, TrainingSession, live_sessions, metrics_frame,
+                      release_worker_slot, take_worker_slot)
+from .snapshot import IDLE, Snapshot
+
+PUBLISH_EVERY_S = 0.1  # how often the child looks for new snapshots to send
+# A command's answer may wait for the child's start (importing torch takes seconds on a busy
+# machine) and for a checkpoint of a large model.
+ANSWER_TIMEOUT_S = 120.0
+# The commands the child carries out; reading needs none of them.
+COMMANDS = frozenset({"start", "wait_for_first_point", "pause", "resume", "stop", "set_lr", "set_clip",
+                      "set_views", "delete_run", "clear_runs", "export_checkpoint", "close"})
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+
+
+class ProcessSession:
+    """TrainingSession's interface, with the training in a child process (started at once)."""
+
+    def __init__(self, max_runs: int = 12, view_every_s: float = 2.0, report_every_s: float = 0.5):
+        self._options = {"max_runs": max_runs, "view_every_s": view_every_s, "report_every_s": report_every_s}
+        self.max_runs = max_runs
+        self._mirror = threading.Lock()  # guards what the child sent; held only briefly
+        self._order: list[int] = []  # the child's runs, oldest first
+        self._current = 0  # the run the child's snapshot() shows; 0: none
+        self._snapshots: dict[int, Snapshot] = {}
+        self._configs: dict[int, RunConfig] = {}  # sent once per run, not with every snapshot
+        self._lost: collections.OrderedDict[int, Snapshot] = collections.OrderedDict()  # runs of ended children
+        self._calls = threading.RLock()  # one command at a time
+        self._slot = threading.Lock()
+        self._holds_slot, self._starting = False, 0
+        self._child: _Child | None = None
+        live_sessions.add(self)
+        with self._calls:
+            self._spawn()  # now, so that the import is done by the time the user presses Start
+
+    # --- reading: from the mirror, never waiting on the child -------------------------------------
+    def snapshot(self) -> Snapshot:
+        """The active run's latest snapshot, else the newest run's, else IDLE."""
+        with self._mirror:
+            current = self._snapshots.get(self._current)
+        if current is not None:
+            return current
+        runs = self.runs()
+        return runs[-1] if runs else IDLE
+
+    def runs(self) -> list[Snapshot]:
+        with self._mirror:
+            return [*self._lost.values(), *(self._snapshots[i] for i in self._order)]
+
+    def run_snapshot(self, run_id: int) -> Snapshot | None:
+        with self._mirror:
+            return self._snapshots.get(run_id) or self._lost.get(run_id)
+
+    def export_csv(self, run_id: int) -> str:
+        return metrics_frame(self.run_snapshot(run_id)).to_csv(index=False)
+
+    @property
+    def pid(self) -> int | None:
+        """The training process's id, while it runs."""
+        child = self._child
+        return child.process.pid if child and child.process.poll() is None else None
+
+    # --- commands ----------------------------------------------------------------------------------
+    def start(self, config: RunConfig, run_dir=None) -> int:
+        """Begin a run in the training process (started again if it ended); see TrainingSession.start."""
+        with self._slot:  # the server-wide cap counts sessions with an active run, as in-process
+            if not self._holds_slot:
+                take_worker_slot()
+                self._holds_slot = True
+            self._starting += 1
+        try:
+            return self._call("start", config, run_dir)
+        finally:
+            with self._slot:
+                self._starting -= 1
+            self._release_slot_if_idle()
+
+    def wait_for_first_point(self, timeout: float) -> None:
+        self._call("wait_for_first_point", timeout)
+
+    def pause(self, timeout: float | None = None) -> None:
+        self._call("pause", *([] if timeout is None else [timeout]))
+
+    def resume(self, timeout: float | None = None) -> None:
+        self._call("resume", *([] if timeout is None else [timeout]))
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
+        self._call("stop", timeout)
+
+    def set_lr(self, lr: float) -> None:
+        self._call("set_lr", lr)
+
+    def set_clip(self, clip: float) -> None:
+        self._call("set_clip", clip)
+
+    def set_views(self, **changes) -> None:
+        self._call("set_views", **changes)
+
+    def delete_run(self, run_id: int) -> None:
+        with self._mirror:
+            lost = self._lost.pop(run_id, None)
+        if lost is None:
+            self._call("delete_run", run_id)
+
+    def clear_runs(self) -> None:
+        with self._mirror:
+            self._lost.clear()
+        self._call("clear_runs")
+
+    def export_checkpoint(self, run_id: int, best: bool = False) -> bytes:
+        with self._mirror:
+            lost = run_id in self._lost
+        if lost:
+            raise SessionError(f"run {run_id}'s weights ended with its training process; only its curves are left")
+        return self._call("export_checkpoint", run_id, best)
+
+    def close(self) -> None:
+        """Stop every run and end the training process (the page calls this when its tab goes away)."""
+        with self._calls:
+            child, self._child = self._child, None
+            if child is None:
+                return
+            child.closing = True
+            try:
+                child.ask("close", (), {}, STOP_TIMEOUT_S * 3)
+            except SessionError:
+                pass  # it is ended below either way
+            child.end()
+
+    # --- the child --------------------------------------------------------------------------------
+    def _call(self, command: str, *args, **kwargs):
+        """Carry out a command in the training process, which is started if there is none (a start
+        only: other commands have nothing to act on in a new process)."""
+        with self._calls:
+            if self._child is None or not self._child.alive:
+                if command != "start":
+                    return None
+                self._spawn()
+            return self._child.ask(command, args, kwargs, ANSWER_TIMEOUT_S)
+
+    def _spawn(self) -> None:
+        if self._child is not None:  # an ended child: its runs must move to the lost ones first
+            self._child.reader.join()
+        with self._mirror:
+            known = [*self._lost, *self._order]
+        options = {**self._options, "first_run_id": max(known, default=0) + 1}  # ids stay unique
+        self._child = _Child(options, self._receive, self._lose)
+
+    def _receive(self, state) -> None:
+        """Take the child's news: the order of its runs, its current run, and changed snapshots."""
+        order, current, changed = state
+        with self._mirror:
+            for run_id, snapshot in changed.items():
+                if snapshot.config is not None:
+                    self._configs[run_id] = snapshot.config
+                self._snapshots[run_id] = replace(snapshot, config=self._configs.get(run_id))
+            self._order, self._current = list(order), current
+            for run_id in set(self._snapshots) - set(order):  # deleted, or forgotten as too old
+                del self._snapshots[run_id]
+        self._release_slot_if_idle()
+
+    def _lose(self, child: _Child) -> None:
+        """The child ended: keep its runs' curves, and say so where a run was still active."""
+        why = None if child.closing else f"the training process ended unexpectedly ({child.exit_description()})"
+        with self._mirror:
+            for run_id in self._order:
+                snapshot = self._snapshots[run_id]
+                if snapshot.active:
+                    snapshot = replace(snapshot, status="failed" if why else "stopped", message=why)
+                self._lost[run_id] = snapshot
+            while len(self._lost) > self.max_runs:
+                self._lost.popitem(last=False)
+            self._order, self._current, self._snapshots = [], 0, {}
+        self._release_slot_if_idle()
+
+    def _release_slot_if_idle(self) -> None:
+        with self._slot:
+            if self._holds_slot and not self._starting and not self.snapshot().active:
+                release_worker_slot()
+                self._holds_slot = False
+
+
+class _Child:
+    """One training process and the thread that reads what it sends."""
+
+    def __init__(self, options: dict, on_state, on_end):
+        ours, theirs = socket.socketpair()
+        code = f"from deeprnn.remote import serve; serve({theirs.fileno()}, {options!r})"
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")]))}
+        self.process = subprocess.Popen([sys.executable, "-c", code], pass_fds=[theirs.fileno()], env=env)
+        theirs.close()
+        self.connection = Connection(ours.detach())
+        self.answers: queue.Queue = queue.Queue()
+        self.call_ids = itertools.count(1)
+        self.closing = False
+        self.on_state, self.on_end = on_state, on_end
+        self.reader = threading.Thread(target=self._read, name="deeprnn-child-reader", daemon=True)
+        self.reader.start()
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None and not self.connection.closed
+
+    def ask(self, command: str, args: tuple, kwargs: dict, timeout: float):
+        """Send a command and wait for its answer; an answer to an earlier command that timed out is
+        dropped."""
+        call_id = next(self.call_ids)
+        deadline = time.monotonic() + timeout
+        try:
+            self.connection.send((call_id, command, args, kwargs))
+            while True:
+                answered, value, error = self.answers.get(timeout=max(deadline - time.monotonic(), 0))
+                if answered in (call_id, None):
+                    break
+        except (OSError, ValueError):
+            raise SessionError(f"the training process has ended ({self.exit_description()})") from None
+        except queue.Empty:
+            raise SessionError("the training process did not answer; try again") from None
+        if error is not None:
+            raise error
+        return value
+
+    def _read(self) -> None:
+        try:
+            while True:
+                kind, *body = self.connection.recv()
+                if kind == "state":
+                    self.on_state(body[0])
+                else:
+                    call_id, value, error, state = body
+                    self.on_state(state)
+                    self.answers.put((call_id, value, error))
+        except (EOFError, OSError):
+            pass
+        self.process.wait()
+        self.connection.close()
+        self.on_end(self)
+        self.answers.put((None, None, SessionError(f"the training process has ended ({self.exit_description()})")))
+
+    def end(self) -> None:
+        """Wait for the process to leave (killing it if it will not) and for its runs to be kept."""
+        try:
+            self.process.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.reader.join()
+
+    def exit_description(self) -> str:
+        code = self.process.poll()
+        if code is None:
+            return "still running"
+        if code < 0:
+            return f"killed by {signal.Signals(-code).name}"
+        return f"exit code {code}"
+
+
+# --- in the child ----------------------------------------------------------------------------------
+def serve(fd: int, options: dict) -> None:
+    """The training process: carry out commands from the server until it closes or goes away."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C in the server's terminal is the server's to handle
+    connection = Connection(fd)
+    session = TrainingSession(**options)
+    outbox = _Outbox(connection, session)
+    threading.Thread(target=outbox.publish_forever, name="deeprnn-publisher", daemon=True).start()
+    while True:
+        try:
+            call_id, command, args, kwargs = connection.recv()
+        except (EOFError, OSError):
+            session.close()  # the server went away
+            return
+        value, error = None, None
+        try:
+            if command not in COMMANDS:
+                raise SessionError(f"unknown command {command}")
+            value = getattr(session, command)(*args, **kwargs)
+        except Exception as err:  # noqa: BLE001 - every failure goes back to the caller
+            error = _portable(err)
+        outbox.answer(call_id, value, error)
+        if command == "close":  # runs stopped and answered: skip the interpreter's slow teardown of torch
+            os._exit(0)
+
+
+class _Outbox:
+    """What the child sends: answers, and snapshots that changed since they were last sent."""
+
+    def __init__(self, connection: Connection, session: TrainingSession):
+        self.connection, self.session = connection, session
+        self.lock = threading.Lock()
+        self.sent: dict[int, Snapshot] = {}
+        self.configs: dict[int, RunConfig] = {}
+        self.last: tuple = ((), 0)
+
+    def answer(self, call_id: int, value, error) -> None:
+        with self.lock:
+            self.connection.send(("answer", call_id, value, error, self._news(force=True)))
+
+    def publish_forever(self) -> None:
+        while True:
+            time.sleep(PUBLISH_EVERY_S)
+            with self.lock:
+                news = self._news(force=False)
+                if news is None:
+                    continue
+                try:
+                    self.connection.send(("state", news))
+                except OSError:
+                    return
+
+    def _news(self, force: bool):
+        """(run ids, current run id, changed snapshots), or None when nothing changed. A run's
+        config travels only when it is new (a rate change makes a new one): an uploaded text in it
+        can be megabytes."""
+        runs = self.session.runs()
+        order, current = tuple(s.run_id for s in runs), self.session.snapshot().run_id
+        changed = {s.run_id: s if s.config is not self.configs.get(s.run_id) else replace(s, config=None)
+                   for s in runs if self.sent.get(s.run_id) is not s}
+        if not changed and (order, current) == self.last and not force:
+            return None
+        self.sent = {s.run_id: s for s in runs}
+        self.configs = {s.run_id: s.config for s in runs}
+        self.last = (order, current)
+        return order, current, changed
+
+
+def _portable(err: Exception) -> Exception:
+    """The error itself if it survives the pipe, else a SessionError with its message."""
+    try:
+        pickle.loads(pickle.dumps(err))
+        return err
+    except Exception:  # noqa: BLE001 - any exception class that cannot be rebuilt
+        return SessionError(str(err) or type(err).__name__)

@@ -1,0 +1,87 @@
+"""The page's session: the same commands and snapshots as TrainingSession, with the training in a
+process of its own, which may die without taking the curves with it."""
+import io
+import os
+import signal
+import threading
+
+import pytest
+import torch
+
+from deeprnn import session as session_mod
+from deeprnn.config import ConfigError
+from deeprnn.remote import ProcessSession
+from deeprnn.session import SessionError
+
+from support import wait_for
+
+
+@pytest.fixture
+def remote():
+    s = ProcessSession(report_every_s=0.05, view_every_s=0.2)
+    yield s
+    s.close()
+
+
+def test_runs_train_in_their_own_process_and_commands_answer_from_it(remote, config):
+    run_id = remote.start(config)
+    snap = wait_for(lambda: (s := remote.snapshot()).step > 5 and s.probe and s.samples and s)
+    assert remote.pid not in (None, os.getpid())
+    assert not [t for t in threading.enumerate() if t.name.startswith("deeprnn-run")]  # no worker here
+    assert snap.run_id == run_id and snap.config == config and snap.name == "LSTM x2 h32 lr0.003"
+
+    remote.pause()
+    assert remote.snapshot().status == "paused"  # as soon as the command returns
+    remote.set_lr(0.01)  # applied by the run between steps, as in-process
+    wait_for(lambda: any(e["kind"] == "lr" and e["value"] == 0.01 for e in remote.snapshot().events))
+    assert remote.snapshot().config.lr == 0.01  # a changed config comes across too
+    remote.resume()
+    assert remote.snapshot().status == "running"
+    with pytest.raises(ConfigError, match="lr must be > 0") as refused:  # the config's own error and message
+        remote.set_lr(-1)
+    assert refused.value.field == "lr"
+
+    payload = torch.load(io.BytesIO(remote.export_checkpoint(run_id)), weights_only=False)
+    assert payload["config"]["hidden"] == 32 and payload["model"]
+    assert "val_ppl" in remote.export_csv(run_id)
+
+
+def test_a_killed_training_process_keeps_the_curves_and_the_next_start_works(remote, config):
+    first = remote.start(config)
+    wait_for(lambda: remote.snapshot().step > 5)
+    os.kill(remote.pid, signal.SIGKILL)
+    lost = wait_for(lambda: (s := remote.run_snapshot(first)).status == "failed" and s)
+    assert "ended unexpectedly (killed by SIGKILL)" in lost.message and lost.metrics
+    with pytest.raises(SessionError, match="ended with its training process"):
+        remote.export_checkpoint(first)
+
+    second = remote.start(config.replace(cell="gru"))
+    assert second > first
+    wait_for(lambda: remote.snapshot().step > 5)
+    assert [r.run_id for r in remote.runs()] == [first, second]
+    assert remote.snapshot().name.startswith("GRU")
+
+
+def test_the_server_wide_cap_counts_sessions_with_an_active_run(config, monkeypatch):
+    monkeypatch.setattr(session_mod, "_worker_slots", threading.BoundedSemaphore(1))
+    first, second = ProcessSession(), ProcessSession()
+    try:
+        first.start(config)
+        with pytest.raises(SessionError, match="too many runs on this server"):
+            second.start(config)
+        first.stop()
+        second.start(config)  # the slot is free again
+        wait_for(lambda: second.snapshot().step > 0)
+    finally:
+        first.close()
+        second.close()
+
+
+def test_close_stops_the_run_and_ends_the_process(remote, config):
+    remote.start(config)
+    wait_for(lambda: remote.snapshot().step > 0)
+    pid = remote.pid
+    remote.close()
+    assert remote.pid is None and not os.path.exists(f"/proc/{pid}")  # ended and reaped
+    assert remote.snapshot().status == "stopped" and remote.snapshot().metrics  # the curves stay
+
