@@ -8,17 +8,18 @@ from deeprnn.batches import TooShortError
 from deeprnn.config import ConfigError
 from deeprnn.corpus import CorpusError
 from deeprnn.rundir import RunDirError, read_run_dir
-from deeprnn.session import SessionError, TrainingSession
+from deeprnn.remote import ProcessSession
+from deeprnn.session import SessionError
 from deeprnn.snapshot import IDLE
 
 st.set_page_config(page_title="deeprnn: watch a deep RNN learn", layout="wide")
 state = st.session_state
 
 
-@st.cache_resource(scope="session", on_release=TrainingSession.close, show_spinner=False)
-def training_session() -> TrainingSession:
-    """This tab's own session and worker; released (and stopped) when the tab goes away."""
-    return TrainingSession()
+@st.cache_resource(scope="session", on_release=ProcessSession.close, show_spinner=False)
+def training_session() -> ProcessSession:
+    """This tab's own session and training process; released (and ended) when the tab goes away."""
+    return ProcessSession()
 
 
 session = training_session()

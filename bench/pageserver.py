@@ -93,6 +93,18 @@ def chromium_pids() -> list[int]:
     return pids
 
 
+def child_pids(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (the page server's training processes)."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                children.append(int(entry.name))
+        except OSError:
+            continue
+    return children
+
+
 def cpu_seconds(pids: list[int]) -> float:
     """User plus system CPU seconds of these processes (all their threads); gone ones count 0."""
     total = 0

@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """Soak test (not in CI): the dashboard training in headless Chromium for N minutes.
 
-Samples the server's resident memory and thread count once a minute, prints them, and fails
-(exit 1) if memory grows by more than 10% after warm-up, or threads keep growing. Warm-up is the
-first two minutes (the page's first views, the allocator's first pools); "grows" compares the median
-of the last five samples with the median of the five after warm-up, so one noisy minute (the
-garbage collector, a large figure in flight) neither hides nor fakes growth.
+Samples the resident memory and thread count of the server and its training processes together once
+a minute, prints them, and fails (exit 1) if memory grows by more than 10% after warm-up, or threads
+keep growing. Warm-up is the first two minutes (the page's first views, the allocator's first pools);
+"grows" compares the median of the last five samples with the median of the five after warm-up, so
+one noisy minute (the garbage collector, a large figure in flight) neither hides nor fakes growth.
 
     python bench/soak.py --minutes 30
 """
@@ -14,7 +14,7 @@ import statistics
 import sys
 import time
 
-from pageserver import dashboard_server, process_status, training_page
+from pageserver import child_pids, dashboard_server, process_status, training_page
 
 
 def main() -> int:
@@ -23,11 +23,11 @@ def main() -> int:
     args = parser.parse_args()
     samples = []
     with dashboard_server() as (url, server), training_page(url, 100_000):  # trains for the whole soak
-        print("| minute | server RSS MB | threads |\n| --- | --- | --- |", flush=True)
+        print("| minute | server and training processes RSS MB | threads |\n| --- | --- | --- |", flush=True)
         for minute in range(args.minutes + 1):
             if minute:
                 time.sleep(60)
-            rss, threads = process_status(server.pid)
+            rss, threads = map(sum, zip(*(process_status(pid) for pid in [server.pid, *child_pids(server.pid)])))
             samples.append((rss, threads))
             print(f"| {minute} | {rss:.0f} | {threads} |", flush=True)
     after_warm_up = samples[2:] or samples

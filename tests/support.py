@@ -36,7 +36,7 @@ def title(at):
 
 
 # --- the server process behind a real browser ------------------------------------------------------
-def server_threads(pid: int) -> int:
+def thread_count(pid: int) -> int:
     return process_status(pid)[1]
 
 

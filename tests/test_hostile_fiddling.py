@@ -1,6 +1,5 @@
 """Fast fiddling: slider storms and commands from many threads leave exactly one active run per
 tab, no orphan threads and no exception."""
-import gc
 import random
 import threading
 import time
@@ -8,26 +7,32 @@ import time
 from deeprnn import session as session_mod
 from deeprnn.session import TrainingSession
 
-from support import button, rerun_until, title, wait_for
+from support import button, rerun_until, thread_count, title, wait_for
 
 
 def test_fast_fiddling_leaves_one_active_run_and_no_orphan_threads(app):
-    baseline = threading.active_count()
     button(app, "Start").click().run()
+    session = the_page_session()
+    wait_for(lambda: session.snapshot().step > 0, timeout=60)
+    settled = thread_count(session.pid)  # its training process: a worker, a view thread and the rest
     started = time.monotonic()
     for i in range(50):  # 50 slider changes in about 10 seconds, each restarting the run
         app.slider(key="layers").set_value(1 + i % 4).run()
         time.sleep(max(0.0, started + (i + 1) * 0.2 - time.monotonic()))
     assert not app.exception
     rerun_until(app, lambda at: "LSTM x2" in title(at))
-    from deeprnn.session import _live_sessions
-    gc.collect()  # closed sessions of earlier tests leave the weak set only once collected
-    (session,) = list(_live_sessions)
     assert sum(1 for r in session.runs() if r.active) == 1
     deadline = time.monotonic() + 10  # a stopped run's worker may take a moment to end
-    while threading.active_count() > baseline + 2 and time.monotonic() < deadline:
+    while thread_count(session.pid) > settled and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert threading.active_count() <= baseline + 2, [t.name for t in threading.enumerate()]  # a worker, a view thread
+    assert thread_count(session.pid) <= settled
+
+
+def the_page_session():
+    """The page's ProcessSession: the one live session with a training process (earlier tests' sessions
+    are closed, though AppTest may still hold them)."""
+    (session,) = [s for s in session_mod.live_sessions if getattr(s, "pid", None)]
+    return session
 
 
 def test_concurrent_commands_never_deadlock_or_leak_threads(config):
