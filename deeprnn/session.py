@@ -41,9 +41,9 @@ COMMAND_TIMEOUT_S = 2.0  # how long pause and resume wait for the run to acknowl
 # views take longer than that refreshes them less often than every `view_every_s`.
 VIEW_SHARE = 0.03
 MAX_WORKERS = int(os.environ.get("DEEPRNN_MAX_WORKERS", "4"))
-# Torch's threads for the workers of a page server (0 keeps torch's default). One, by measurement
-# (bench/dashboard_overhead.py) on 2 cores: with two, torch's spinning threads and the Streamlit
-# server fight over the cores and the GIL, and training on the page ran at 6% of its headless speed.
+# Torch's threads for a session's workers (0 keeps torch's default); the page's training processes
+# take one, by measurement on 2 cores (bench/dashboard_overhead.py): with two, the page trained at
+# 73% of headless, whose own loop was slower with two threads than with one.
 TORCH_THREADS = int(os.environ.get("DEEPRNN_TORCH_THREADS", "1"))
 
 
