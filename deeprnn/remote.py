@@ -59,7 +59,10 @@ class ProcessSession:
         self._child: _Child | None = None
         live_sessions.add(self)
         with self._calls:
-            self._spawn()  # now, so that the import is done by the time the user presses Start
+            try:
+                self._spawn()  # now, so that the import is done by the time the user presses Start
+            except SessionError:
+                pass  # Start tries again and shows the error
 
     # --- reading: from the mirror, never waiting on the child -------------------------------------
     def snapshot(self) -> Snapshot:
@@ -172,7 +175,10 @@ class ProcessSession:
         with self._mirror:
             known = [*self._lost, *self._order]
         options = {**self._options, "first_run_id": max(known, default=0) + 1}  # ids stay unique
-        self._child = _Child(options, self._receive, self._lose)
+        try:
+            self._child = _Child(options, self._receive, self._lose)
+        except OSError as err:  # no process to be had (limits, memory)
+            raise SessionError(f"could not start a training process: {err}") from None
 
     def _receive(self, state) -> None:
         """Take the child's news: the order of its runs, its current run, and changed snapshots."""

@@ -3,6 +3,7 @@ process of its own, which may die without taking the curves with it."""
 import io
 import os
 import signal
+import subprocess
 import threading
 
 import pytest
@@ -85,3 +86,15 @@ def test_close_stops_the_run_and_ends_the_process(remote, config):
     assert remote.pid is None and not os.path.exists(f"/proc/{pid}")  # ended and reaped
     assert remote.snapshot().status == "stopped" and remote.snapshot().metrics  # the curves stay
 
+
+
+def test_no_process_to_be_had_is_a_clean_refusal_at_start(config, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(subprocess, "Popen", refuse)
+    s = ProcessSession()  # the page still loads
+    with pytest.raises(SessionError, match="could not start a training process"):
+        s.start(config)
+    assert s.snapshot().status == "idle" and s.pid is None
+    s.close()
