@@ -51,7 +51,7 @@ class ProcessSession:
         self._order: list[int] = []  # the child's runs, oldest first
         self._current = 0  # the run the child's snapshot() shows; 0: none
         self._snapshots: dict[int, Snapshot] = {}
-        self._configs: dict[int, RunConfig] = {}  # sent once per run, not with every snapshot
+        self._configs: dict[int, RunConfig] = {}  # sent when new, not with every snapshot
         self._lost: collections.OrderedDict[int, Snapshot] = collections.OrderedDict()  # runs of ended children
         self._calls = threading.RLock()  # one command at a time
         self._slot = threading.Lock()
@@ -191,6 +191,7 @@ class ProcessSession:
             self._order, self._current = list(order), current
             for run_id in set(self._snapshots) - set(order):  # deleted, or forgotten as too old
                 del self._snapshots[run_id]
+                self._configs.pop(run_id, None)  # an uploaded text in it can be megabytes
         self._release_slot_if_idle()
 
     def _lose(self, child: _Child) -> None:
@@ -204,7 +205,7 @@ class ProcessSession:
                 self._lost[run_id] = snapshot
             while len(self._lost) > self.max_runs:
                 self._lost.popitem(last=False)
-            self._order, self._current, self._snapshots = [], 0, {}
+            self._order, self._current, self._snapshots, self._configs = [], 0, {}, {}
         self._release_slot_if_idle()
 
     def _release_slot_if_idle(self) -> None:
@@ -326,7 +327,10 @@ class _Outbox:
 
     def answer(self, call_id: int, value, error) -> None:
         with self.lock:
-            self.connection.send(("answer", call_id, value, error, self._news(force=True)))
+            try:
+                self.connection.send(("answer", call_id, value, error, self._news(force=True)))
+            except OSError:
+                pass  # the server went away; the next read says so
 
     def publish_forever(self) -> None:
         while True:
