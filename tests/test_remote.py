@@ -4,7 +4,9 @@ import io
 import os
 import signal
 import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +17,8 @@ from deeprnn.remote import ProcessSession
 from deeprnn.session import SessionError
 
 from support import wait_for
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -98,3 +102,31 @@ def test_no_process_to_be_had_is_a_clean_refusal_at_start(config, monkeypatch):
         s.start(config)
     assert s.snapshot().status == "idle" and s.pid is None
     s.close()
+
+
+def test_a_server_that_dies_leaves_no_training_process_behind(tmp_path):
+    """The training process reads its commands from the server; when the server is killed, the pipe
+    closes and the run stops there too, instead of training on for nobody."""
+    script = tmp_path / "server.py"
+    script.write_text(
+        "import time\n"
+        "from deeprnn.config import RunConfig\n"
+        "from deeprnn.remote import ProcessSession\n"
+        "s = ProcessSession()\n"
+        "s.start(RunConfig(max_tokens=4000, hidden=16, epochs=1000, device='cpu'))\n"
+        "print(s.pid, flush=True)\n"
+        "time.sleep(120)\n")
+    server = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+    trainer_pid = int(server.stdout.readline())
+    server.kill()
+    server.wait()
+    wait_for(lambda: not _running(trainer_pid), timeout=30)
+
+
+def _running(pid: int) -> bool:
+    """Whether the process exists and is not a zombie waiting for a parent to reap it."""
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
