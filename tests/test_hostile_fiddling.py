@@ -1,10 +1,13 @@
 """Fast fiddling: slider storms and commands from many threads leave exactly one active run per
-tab, no orphan threads and no exception."""
+tab, no orphan threads and no exception, whether the session trains in-process or in its own process."""
 import random
 import threading
 import time
 
+import pytest
+
 from deeprnn import session as session_mod
+from deeprnn.remote import ProcessSession
 from deeprnn.session import TrainingSession
 
 from support import button, rerun_until, thread_count, title, wait_for
@@ -35,9 +38,10 @@ def the_page_session():
     return session
 
 
-def test_concurrent_commands_never_deadlock_or_leak_threads(config):
+@pytest.mark.parametrize("kind", [TrainingSession, ProcessSession])
+def test_concurrent_commands_never_deadlock_or_leak_threads(config, kind):
     baseline = threading.active_count()
-    s = TrainingSession(report_every_s=0.05, view_every_s=0.2)
+    s = kind(report_every_s=0.05, view_every_s=0.2)
     errors = []
     deadline = time.monotonic() + 10
 
@@ -66,6 +70,7 @@ def test_concurrent_commands_never_deadlock_or_leak_threads(config):
     for t in threads:
         t.join(30)
     assert not any(t.is_alive() for t in threads), "a command thread deadlocked"
+    assert sum(1 for r in s.runs() if r.active) <= 1
     s.close()
     assert errors == []
     wait_for(lambda: threading.active_count() == baseline, timeout=10)
