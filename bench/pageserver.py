@@ -81,28 +81,31 @@ def process_status(pid: int) -> tuple[float, int]:
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["Threads"])
 
 
+def stat_fields(pid: int) -> list[str]:
+    """The fields of /proc/PID/stat after the command name (state, parent, ..., utime, stime, ...);
+    OSError once the process is gone."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def chromium_pids() -> list[int]:
     """Every chromium process on the machine (the benchmark's browser is the only one running)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and (entry / "comm").read_text().startswith("chromium"):
-                pids.append(int(entry.name))
-        except OSError:  # the process ended meanwhile
-            continue
-    return pids
+    return _pids_where(lambda pid: Path(f"/proc/{pid}/comm").read_text().startswith("chromium"))
 
 
 def child_pids(pid: int) -> list[int]:
     """The processes whose parent is `pid` (the page server's training processes)."""
-    children = []
+    return _pids_where(lambda child: int(stat_fields(child)[1]) == pid)
+
+
+def _pids_where(matches) -> list[int]:
+    pids = []
     for entry in Path("/proc").iterdir():
         try:
-            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                children.append(int(entry.name))
-        except OSError:
+            if entry.name.isdigit() and matches(int(entry.name)):
+                pids.append(int(entry.name))
+        except OSError:  # the process ended meanwhile
             continue
-    return children
+    return pids
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -110,7 +113,7 @@ def cpu_seconds(pids: list[int]) -> float:
     total = 0
     for pid in pids:
         try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            fields = stat_fields(pid)
         except OSError:
             continue
         total += int(fields[11]) + int(fields[12])

@@ -6,15 +6,18 @@ import time
 import pytest
 
 from deeprnn import session as session_mod
+from deeprnn.remote import ProcessSession
 from deeprnn.session import TrainingSession
 
 from pageserver import child_pids, start_training
 from support import wait_for
 
 
-def test_worker_cap_answers_too_many_runs(config, monkeypatch):
+@pytest.mark.parametrize("kind", [TrainingSession, ProcessSession])
+def test_worker_cap_answers_too_many_runs(config, monkeypatch, kind):
+    """In-process, and with training processes: the cap counts sessions with an active run."""
     monkeypatch.setattr(session_mod, "_worker_slots", threading.BoundedSemaphore(1))
-    first, second = TrainingSession(), TrainingSession()
+    first, second = kind(), kind()
     try:
         first.start(config)
         with pytest.raises(session_mod.SessionError, match="too many runs on this server"):

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from deeprnn import session as session_mod
 from deeprnn.config import ConfigError
 from deeprnn.remote import ProcessSession
 from deeprnn.session import SessionError
 
+from pageserver import stat_fields
 from support import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,21 +67,6 @@ def test_a_killed_training_process_keeps_the_curves_and_the_next_start_works(rem
     assert remote.snapshot().name.startswith("GRU")
 
 
-def test_the_server_wide_cap_counts_sessions_with_an_active_run(config, monkeypatch):
-    monkeypatch.setattr(session_mod, "_worker_slots", threading.BoundedSemaphore(1))
-    first, second = ProcessSession(), ProcessSession()
-    try:
-        first.start(config)
-        with pytest.raises(SessionError, match="too many runs on this server"):
-            second.start(config)
-        first.stop()
-        second.start(config)  # the slot is free again
-        wait_for(lambda: second.snapshot().step > 0)
-    finally:
-        first.close()
-        second.close()
-
-
 def test_close_stops_the_run_and_ends_the_process(remote, config):
     remote.start(config)
     wait_for(lambda: remote.snapshot().step > 0)
@@ -127,6 +112,6 @@ def test_a_server_that_dies_leaves_no_training_process_behind(tmp_path):
 def _running(pid: int) -> bool:
     """Whether the process exists and is not a zombie waiting for a parent to reap it."""
     try:
-        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+        return stat_fields(pid)[0] != "Z"
     except OSError:
         return False
