@@ -27,8 +27,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 from .config import RunConfig
-from .session import (STOP_TIMEOUT_S, SessionError, TrainingSession, live_sessions, metrics_frame,
-                      release_worker_slot, take_worker_slot)
+from .session import (COMMAND_TIMEOUT_S, STOP_TIMEOUT_S, SessionError, TrainingSession, live_sessions,
+                      metrics_frame, release_worker_slot, take_worker_slot)
 from .snapshot import IDLE, Snapshot
 
 PUBLISH_EVERY_S = 0.1  # how often the child looks for new snapshots to send
@@ -109,11 +109,11 @@ class ProcessSession:
     def wait_for_first_point(self, timeout: float) -> None:
         self._call("wait_for_first_point", timeout)
 
-    def pause(self, timeout: float | None = None) -> None:
-        self._call("pause", *([] if timeout is None else [timeout]))
+    def pause(self, timeout: float = COMMAND_TIMEOUT_S) -> None:
+        self._call("pause", timeout)
 
-    def resume(self, timeout: float | None = None) -> None:
-        self._call("resume", *([] if timeout is None else [timeout]))
+    def resume(self, timeout: float = COMMAND_TIMEOUT_S) -> None:
+        self._call("resume", timeout)
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
         self._call("stop", timeout)
@@ -185,9 +185,11 @@ class ProcessSession:
         order, current, changed = state
         with self._mirror:
             for run_id, snapshot in changed.items():
-                if snapshot.config is not None:
+                if snapshot.config is None:
+                    snapshot = replace(snapshot, config=self._configs.get(run_id))
+                else:
                     self._configs[run_id] = snapshot.config
-                self._snapshots[run_id] = replace(snapshot, config=self._configs.get(run_id))
+                self._snapshots[run_id] = snapshot
             self._order, self._current = list(order), current
             for run_id in set(self._snapshots) - set(order):  # deleted, or forgotten as too old
                 del self._snapshots[run_id]
@@ -221,7 +223,8 @@ class _Child:
     def __init__(self, options: dict, on_state, on_end):
         ours, theirs = socket.socketpair()
         code = f"from deeprnn.remote import serve; serve({theirs.fileno()}, {options!r})"
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")]))}
+        path = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")]))
+        env = {**os.environ, "PYTHONPATH": path}
         self.process = subprocess.Popen([sys.executable, "-c", code], pass_fds=[theirs.fileno()], env=env)
         theirs.close()
         self.connection = Connection(ours.detach())
@@ -321,8 +324,7 @@ class _Outbox:
     def __init__(self, connection: Connection, session: TrainingSession):
         self.connection, self.session = connection, session
         self.lock = threading.Lock()
-        self.sent: dict[int, Snapshot] = {}
-        self.configs: dict[int, RunConfig] = {}
+        self.sent: dict[int, Snapshot] = {}  # what the server has of each run, config included
         self.last: tuple = ((), 0)
 
     def answer(self, call_id: int, value, error) -> None:
@@ -350,12 +352,15 @@ class _Outbox:
         can be megabytes."""
         runs = self.session.runs()
         order, current = tuple(s.run_id for s in runs), self.session.snapshot().run_id
-        changed = {s.run_id: s if s.config is not self.configs.get(s.run_id) else replace(s, config=None)
-                   for s in runs if self.sent.get(s.run_id) is not s}
+        changed = {}
+        for s in runs:
+            previous = self.sent.get(s.run_id)
+            if previous is not s:
+                config_sent = previous is not None and s.config is previous.config
+                changed[s.run_id] = replace(s, config=None) if config_sent else s
         if not changed and (order, current) == self.last and not force:
             return None
         self.sent = {s.run_id: s for s in runs}
-        self.configs = {s.run_id: s.config for s in runs}
         self.last = (order, current)
         return order, current, changed
 
