@@ -184,8 +184,8 @@ def live_status():
 
 @st.fragment(run_every=2.0)
 def live_views():
-    """The curves and the samples, every 2 s: each redraw costs the server's Python (GIL the training
-    thread needs) and the browser's plotting; the numbers above them change every second."""
+    """The curves and the samples, every 2 s: each redraw costs the browser's plotting, which shares the
+    machine's cores with the training; the numbers above them change every second."""
     snap = current_snapshot()
     if snap.status == "idle":
         return
@@ -273,8 +273,7 @@ live_views()
 @st.fragment(run_every=2.0)
 def probe_views():
     """The views of the probe text, redrawn as often as the session refreshes the probe (at most every
-    2 s): in a 1 s fragment they were serialized again for nothing every other second, Python that holds
-    the GIL the training thread needs."""
+    2 s): a 1 s fragment would send the same figures again every other second."""
     snap = current_snapshot()
     if snap.status == "idle":
         return

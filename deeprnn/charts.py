@@ -139,7 +139,7 @@ def layer_heatmaps(layers, tokens, label: str, zmin: float, zmax: float, max_uni
     y units (a readable subset, named in each title), colour the value on one shared scale.
 
     Built as one figure from plain data: plotly's make_subplots and per-trace updates cost several
-    times as much Python, and the page rebuilds this while the training thread waits on the GIL.
+    times as much Python, and the page rebuilds this at every new probe.
     The tokens are written in a strip of their own under the bottom panel, not as its tick labels:
     Plotly measures every tick label at every redraw, which made each redraw in the browser about
     twice as slow (97 against 44 ms for 2 layers of 32 units over 64 characters, a scratch benchmark).

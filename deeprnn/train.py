@@ -58,9 +58,9 @@ def layer_weight_index(model: StackedRNN) -> list[tuple[int, int]]:
 
 def make_optimizer(config: RunConfig, params: list) -> torch.optim.Optimizer:
     """Adam or SGD, fused into one kernel call on CPU and CUDA. PyTorch's default on CPU is a Python
-    loop of seven tensor calls per parameter, each releasing and retaking the GIL that the page's
-    server threads compete for: on the fast preset the fused step trains 4% faster alone and 10%
-    faster beside a thread holding the GIL 15% of the time."""
+    loop of seven tensor calls per parameter, each releasing and retaking the GIL that the process's
+    other threads (a session's views and publishing) also take: on the fast preset the fused step
+    trains 4% faster alone and 10% faster beside a thread holding the GIL 15% of the time."""
     fused = params[0].device.type in ("cpu", "cuda")
     if config.optimizer == "adam":
         return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused)
