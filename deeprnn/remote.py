@@ -8,6 +8,10 @@ In its own process the run has a GIL to itself.
 The child runs an ordinary TrainingSession. Commands go to it one at a time over a pipe and return
 its answer. It sends each run's Snapshot whenever the run publishes a new one, so reading
 (`snapshot`, `runs`) never waits on the child: the server keeps the latest of each.
+
+A tab gets its process at its first Start. Importing torch takes seconds, so one spare process is
+started ahead, while some open tab has none yet: a first Start does not wait for the import, and tabs
+that never train share that one spare instead of holding a process (about 400 MB) each.
 """
 from __future__ import annotations
 
@@ -42,7 +46,7 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 
 
 class ProcessSession:
-    """TrainingSession's interface, with the training in a child process (started at once)."""
+    """TrainingSession's interface, with the training in a child process of its own from the first start."""
 
     def __init__(self, max_runs: int = 12, view_every_s: float = 2.0, report_every_s: float = 0.5):
         self._options = {"max_runs": max_runs, "view_every_s": view_every_s, "report_every_s": report_every_s}
@@ -57,12 +61,9 @@ class ProcessSession:
         self._slot = threading.Lock()
         self._holds_slot, self._starting = False, 0
         self._child: _Child | None = None
+        self._closed = False
         live_sessions.add(self)
-        with self._calls:
-            try:
-                self._spawn()  # now, so that the import is done by the time the user presses Start
-            except SessionError:
-                pass  # Start tries again and shows the error
+        _spare.start()  # now, so that the import is done by the time the user presses Start
 
     # --- reading: from the mirror, never waiting on the child -------------------------------------
     def snapshot(self) -> Snapshot:
@@ -93,7 +94,8 @@ class ProcessSession:
 
     # --- commands ----------------------------------------------------------------------------------
     def start(self, config: RunConfig, run_dir=None) -> int:
-        """Begin a run in the training process (started again if it ended); see TrainingSession.start."""
+        """Begin a run in the training process (taken or started if there is none yet, or it ended); see
+        TrainingSession.start."""
         with self._slot:  # the server-wide cap counts sessions with an active run, as in-process
             if not self._holds_slot:
                 take_worker_slot()
@@ -148,6 +150,7 @@ class ProcessSession:
     def close(self) -> None:
         """Stop every run and end the training process (the page calls this when its tab goes away)."""
         with self._calls:
+            self._closed = True
             child, self._child = self._child, None
             if child is None:
                 return
@@ -176,9 +179,15 @@ class ProcessSession:
             known = [*self._lost, *self._order]
         options = {**self._options, "first_run_id": max(known, default=0) + 1}  # ids stay unique
         try:
-            self._child = _Child(options, self._receive, self._lose)
+            self._child = _spare.take()
         except OSError as err:  # no process to be had (limits, memory)
             raise SessionError(f"could not start a training process: {err}") from None
+        self._child.bind(options, self._receive, self._lose)
+        if any(s._waits_for_process() for s in list(live_sessions) if isinstance(s, ProcessSession)):
+            _spare.start()  # for another open tab that has not trained yet
+
+    def _waits_for_process(self) -> bool:
+        return not self._closed and self._child is None
 
     def _receive(self, state) -> None:
         """Take the child's news: the order of its runs, its current run, and changed snapshots."""
@@ -217,12 +226,38 @@ class ProcessSession:
                 self._holds_slot = False
 
 
-class _Child:
-    """One training process and the thread that reads what it sends."""
+class _Spare:
+    """At most one training process started ahead of need, for the next tab that starts a run."""
 
-    def __init__(self, options: dict, on_state, on_end):
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._child: _Child | None = None
+
+    def start(self) -> None:
+        """Start the spare if there is none; without a process to be had, the next take says why."""
+        with self._lock:
+            if self._child is None or not self._child.alive:
+                try:
+                    self._child = _Child()
+                except OSError:
+                    self._child = None
+
+    def take(self) -> _Child:
+        """The spare, or a new process if it is gone; raises OSError when none can be started."""
+        with self._lock:
+            child, self._child = self._child, None
+        return child if child is not None and child.alive else _Child()
+
+
+_spare = _Spare()
+
+
+class _Child:
+    """One training process and the thread that reads what it sends, once a session binds it."""
+
+    def __init__(self):
         ours, theirs = socket.socketpair()
-        code = f"from deeprnn.remote import serve; serve({theirs.fileno()}, {options!r})"
+        code = f"from deeprnn.remote import serve; serve({theirs.fileno()})"
         path = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")]))
         env = {**os.environ, "PYTHONPATH": path}
         self.process = subprocess.Popen([sys.executable, "-c", code], pass_fds=[theirs.fileno()], env=env)
@@ -231,8 +266,15 @@ class _Child:
         self.answers: queue.Queue = queue.Queue()
         self.call_ids = itertools.count(1)
         self.closing = False
-        self.on_state, self.on_end = on_state, on_end
         self.reader = threading.Thread(target=self._read, name="deeprnn-child-reader", daemon=True)
+
+    def bind(self, options: dict, on_state, on_end) -> None:
+        """Give the process its session's options and start reading what it sends."""
+        self.on_state, self.on_end = on_state, on_end
+        try:
+            self.connection.send(options)
+        except OSError:
+            pass  # it has ended: the reader finds out and says so
         self.reader.start()
 
     @property
@@ -293,10 +335,15 @@ class _Child:
 
 
 # --- in the child ----------------------------------------------------------------------------------
-def serve(fd: int, options: dict) -> None:
-    """The training process: carry out commands from the server until it closes or goes away."""
+def serve(fd: int) -> None:
+    """The training process: wait, torch imported, for a session's options; then carry out its
+    commands until it closes or the server goes away."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C in the server's terminal is the server's to handle
     connection = Connection(fd)
+    try:
+        options = connection.recv()
+    except (EOFError, OSError):
+        return  # a spare whose server went away
     session = TrainingSession(**options)
     outbox = _Outbox(connection, session)
     threading.Thread(target=outbox.publish_forever, name="deeprnn-publisher", daemon=True).start()

@@ -12,10 +12,11 @@ import pytest
 import torch
 
 from deeprnn.config import ConfigError
+from deeprnn import remote as remote_mod
 from deeprnn.remote import ProcessSession
 from deeprnn.session import SessionError
 
-from pageserver import stat_fields
+from pageserver import child_pids, stat_fields
 from support import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,11 +78,30 @@ def test_close_stops_the_run_and_ends_the_process(remote, config):
 
 
 
+def test_tabs_that_never_train_share_one_spare_process_which_the_first_start_takes(config, monkeypatch):
+    monkeypatch.setattr(remote_mod, "_spare", remote_mod._Spare())
+    before = set(child_pids(os.getpid()))
+    tabs = [ProcessSession() for _ in range(3)]
+    (spare,) = set(child_pids(os.getpid())) - before  # one process for three tabs, torch importing
+    assert all(tab.pid is None for tab in tabs)
+
+    tabs[0].start(config)
+    assert tabs[0].pid == spare  # the first start took it
+    wait_for(lambda: tabs[0].snapshot().step > 0)
+    (next_spare,) = set(child_pids(os.getpid())) - before - {spare}  # two tabs still wait: a new spare
+    tabs[1].start(config)
+    assert tabs[1].pid == next_spare
+    for tab in tabs:
+        tab.close()
+    assert not _running(spare) and not _running(next_spare)
+
+
 def test_no_process_to_be_had_is_a_clean_refusal_at_start(config, monkeypatch):
     def refuse(*args, **kwargs):
         raise OSError(11, "Resource temporarily unavailable")
 
     monkeypatch.setattr(subprocess, "Popen", refuse)
+    monkeypatch.setattr(remote_mod, "_spare", remote_mod._Spare())  # none left by an earlier test
     s = ProcessSession()  # the page still loads
     with pytest.raises(SessionError, match="could not start a training process"):
         s.start(config)
@@ -97,16 +117,18 @@ def test_a_server_that_dies_leaves_no_training_process_behind(tmp_path):
         "import time\n"
         "from deeprnn.config import RunConfig\n"
         "from deeprnn.remote import ProcessSession\n"
-        "s = ProcessSession()\n"
+        "s, idle = ProcessSession(), ProcessSession()\n"  # idle: a tab that has not trained, with a spare
         "s.start(RunConfig(max_tokens=4000, hidden=16, epochs=1000, device='cpu'))\n"
         "print(s.pid, flush=True)\n"
         "time.sleep(120)\n")
     server = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
                               env={**os.environ, "PYTHONPATH": str(ROOT)})
     trainer_pid = int(server.stdout.readline())
+    children = child_pids(server.pid)
+    assert trainer_pid in children and len(children) == 2  # the training process and the spare
     server.kill()
     server.wait()
-    wait_for(lambda: not _running(trainer_pid), timeout=30)
+    wait_for(lambda: not any(_running(pid) for pid in children), timeout=30)
 
 
 def _running(pid: int) -> bool:
