@@ -26,6 +26,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from dataclasses import replace
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -61,9 +62,8 @@ class ProcessSession:
         self._slot = threading.Lock()
         self._holds_slot, self._starting = False, 0
         self._child: _Child | None = None
-        self._closed = False
         live_sessions.add(self)
-        _spare.start()  # now, so that the import is done by the time the user presses Start
+        _spare.wait(self)  # now, so that the import is done by the time the user presses Start
 
     # --- reading: from the mirror, never waiting on the child -------------------------------------
     def snapshot(self) -> Snapshot:
@@ -150,7 +150,7 @@ class ProcessSession:
     def close(self) -> None:
         """Stop every run and end the training process (the page calls this when its tab goes away)."""
         with self._calls:
-            self._closed = True
+            _spare.leave(self)
             child, self._child = self._child, None
             if child is None:
                 return
@@ -179,15 +179,10 @@ class ProcessSession:
             known = [*self._lost, *self._order]
         options = {**self._options, "first_run_id": max(known, default=0) + 1}  # ids stay unique
         try:
-            self._child = _spare.take()
+            self._child = _spare.take(self)
         except OSError as err:  # no process to be had (limits, memory)
             raise SessionError(f"could not start a training process: {err}") from None
         self._child.bind(options, self._receive, self._lose)
-        if any(s._waits_for_process() for s in list(live_sessions) if isinstance(s, ProcessSession)):
-            _spare.start()  # for another open tab that has not trained yet
-
-    def _waits_for_process(self) -> bool:
-        return not self._closed and self._child is None
 
     def _receive(self, state) -> None:
         """Take the child's news: the order of its runs, its current run, and changed snapshots."""
@@ -227,26 +222,42 @@ class ProcessSession:
 
 
 class _Spare:
-    """At most one training process started ahead of need, for the next tab that starts a run."""
+    """At most one training process started ahead of need, kept while some open session has not
+    had a process yet, for the next one that starts a run."""
 
     def __init__(self):
         self._lock = threading.Lock()
         self._child: _Child | None = None
+        self._waiting: weakref.WeakSet = weakref.WeakSet()  # open sessions without a process yet
 
-    def start(self) -> None:
-        """Start the spare if there is none; without a process to be had, the next take says why."""
+    def wait(self, session: ProcessSession) -> None:
         with self._lock:
-            if self._child is None or not self._child.alive:
-                try:
-                    self._child = _Child()
-                except OSError:
-                    self._child = None
+            self._waiting.add(session)
+            self._start()
 
-    def take(self) -> _Child:
-        """The spare, or a new process if it is gone; raises OSError when none can be started."""
+    def leave(self, session: ProcessSession) -> None:
         with self._lock:
+            self._waiting.discard(session)
+
+    def take(self, session: ProcessSession) -> _Child:
+        """The spare, or a new process if it is gone (OSError when none can be started); a new spare
+        follows if other sessions still wait."""
+        with self._lock:
+            self._waiting.discard(session)
             child, self._child = self._child, None
-        return child if child is not None and child.alive else _Child()
+            if child is None or not child.alive:
+                child = _Child()
+            if self._waiting:
+                self._start()
+            return child
+
+    def _start(self) -> None:
+        """Start the spare if there is none; without a process to be had, a take says why."""
+        if self._child is None or not self._child.alive:
+            try:
+                self._child = _Child()
+            except OSError:
+                self._child = None
 
 
 _spare = _Spare()
