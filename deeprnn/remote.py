@@ -10,7 +10,7 @@ its answer. It sends each run's Snapshot whenever the run publishes a new one, s
 (`snapshot`, `runs`) never waits on the child: the server keeps the latest of each.
 
 A tab gets its process at its first Start. Importing torch takes seconds, so one spare process is
-started ahead, while some open tab has none yet: a first Start does not wait for the import, and tabs
+started ahead while some open tab has none yet: a first Start does not wait for the import, and tabs
 that never train share that one spare instead of holding a process (about 400 MB) each.
 """
 from __future__ import annotations
@@ -236,8 +236,13 @@ class _Spare:
             self._start()
 
     def leave(self, session: ProcessSession) -> None:
+        """A session closed; with none left waiting, the spare goes too, so that a server whose tabs
+        are all closed holds no training process."""
         with self._lock:
             self._waiting.discard(session)
+            if not self._waiting and self._child is not None:
+                self._child.dismiss()
+                self._child = None
 
     def take(self, session: ProcessSession) -> _Child:
         """The spare, or a new process if it is gone (OSError when none can be started); a new spare
@@ -327,6 +332,12 @@ class _Child:
         self.connection.close()
         self.on_end(self)
         self.answers.put((None, None, SessionError(f"the training process has ended ({self.exit_description()})")))
+
+    def dismiss(self) -> None:
+        """End a process no session has taken: it holds nothing, so it is killed, not asked."""
+        self.process.kill()
+        self.process.wait()
+        self.connection.close()
 
     def end(self) -> None:
         """Wait for the process to leave (killing it if it will not) and for its runs to be kept."""
