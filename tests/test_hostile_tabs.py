@@ -60,7 +60,8 @@ def test_two_browser_tabs_train_at_once_and_closing_one_ends_only_its_training_p
     assert all(shown_step(tab) > step for tab, step in zip(tabs, first)), "both tabs progress"
     # one training process per tab (a spare importing torch for some other session may be busy too)
     busy = busy_children(pid)
-    assert len(busy) >= 2, f"training processes {busy} of {child_pids(pid)}"
+    shown = [tab.locator("[data-testid=stProgress]").first.inner_text() for tab in tabs]
+    assert len(busy) >= 2, f"training processes {busy} of {child_pids(pid)}; the tabs show {shown}"
     processes = len(child_pids(pid))
 
     closed, kept = tabs
@@ -73,8 +74,8 @@ def test_two_browser_tabs_train_at_once_and_closing_one_ends_only_its_training_p
 
 
 def busy_children(pid: int, seconds: float = 2.0) -> list[int]:
-    """The server's child processes that used at least a third of a core over `seconds`: those that
-    train, not a spare waiting for a tab."""
+    """The server's child processes that used over a tenth of a core in `seconds`: those that train
+    (two of them share the cores with two streaming tabs), not a spare waiting for a tab."""
     before = {child: cpu_seconds([child]) for child in child_pids(pid)}
     time.sleep(seconds)
-    return [child for child, used in before.items() if cpu_seconds([child]) - used > seconds / 3]
+    return [child for child, used in before.items() if cpu_seconds([child]) - used > seconds / 10]
