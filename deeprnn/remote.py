@@ -249,20 +249,23 @@ class _Spare:
         follows if other sessions still wait."""
         with self._lock:
             self._waiting.discard(session)
+            if not self._ready():
+                self._child = _Child()
             child, self._child = self._child, None
-            if child is None or not child.alive:
-                child = _Child()
             if self._waiting:
                 self._start()
             return child
 
     def _start(self) -> None:
         """Start the spare if there is none; without a process to be had, a take says why."""
-        if self._child is None or not self._child.alive:
+        if not self._ready():
             try:
                 self._child = _Child()
             except OSError:
                 self._child = None
+
+    def _ready(self) -> bool:
+        return self._child is not None and self._child.alive
 
 
 _spare = _Spare()

@@ -77,7 +77,6 @@ def test_close_stops_the_run_and_ends_the_process(remote, config):
     assert remote.snapshot().status == "stopped" and remote.snapshot().metrics  # the curves stay
 
 
-
 def test_tabs_that_never_train_share_one_spare_process_which_the_first_start_takes(config, monkeypatch):
     monkeypatch.setattr(remote_mod, "_spare", remote_mod._Spare())
     before = set(child_pids(os.getpid()))
