@@ -170,7 +170,7 @@ if notice := state.pop("notice", None):
 @st.fragment(run_every=2.0)
 def live_status():
     """The status line, every 2 s like the views below it: every fragment run costs the browser a
-    render cycle, and a 1 s cadence alone took 0.06 of a core from the cores the training runs on."""
+    render cycle, and a 1 s cadence took 0.06-0.07 of a core more from the cores the training runs on."""
     snap = current_snapshot()
     if state.watch_dir:
         st.info(f"Watching the run directory `{state.watch_dir}` (read-only). Clear the field to train here.")
