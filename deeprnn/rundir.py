@@ -68,10 +68,9 @@ class RunDirWriter:
             _write_json(self.path / "samples.json", samples.__dict__)
         if checkpoint:
             trainer.save(self.path / CHECKPOINT)
-        last = trainer.metrics.last()
         _write_json(self.path / "status.json", {
             "status": status, "message": message, "epoch": trainer.epoch, "step": trainer.step,
-            "tokens": trainer.tokens, "tokens_per_s": last["tokens_per_s"] if last else 0.0,
+            "tokens": trainer.tokens, "tokens_per_s": trainer.recent_tokens_per_s(),
             "elapsed": time.time() - self.started, "device": trainer.device_label,
             "processes": trainer.world, "parameters": trainer.parameter_count,
             "best": None if trainer.best is None else {k: trainer.best[k] for k in ("val_ppl", "step", "tokens")}})

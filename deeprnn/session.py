@@ -508,8 +508,7 @@ class _Worker:
         self.collect()
         paused_now = time.perf_counter() - self.paused_at if self.paused and self.paused_at else 0.0
         elapsed = time.perf_counter() - self.started - self.paused_seconds - paused_now
-        last = t.metrics.last()
-        speed = last["tokens_per_s"] if last else 0.0
+        speed = t.recent_tokens_per_s()
         if self.writer:  # first, so that a reader who sees the new snapshot finds the directory as new
             self.write_run_dir()
         self.run.snapshot = Snapshot(

@@ -28,6 +28,9 @@ ARCHITECTURE_FIELDS = ("corpus", "tokens", "preprocess", "min_freq", "max_vocab"
 # A loss this many times that of uniform guessing is as hopeless as NaN: tanh units saturate and
 # the loss can stay finite while the run is lost.
 DIVERGED_LOSS_FACTOR = 10
+# The speed a run shows is taken over its latest report points spanning this much training time:
+# one point's own rate can cover a single step, and the page's last point once read half the speed.
+RATE_WINDOW_S = 2.0
 
 
 class Diverged(RuntimeError):
@@ -309,6 +312,14 @@ class Trainer:
 
     def tokens_per_s(self) -> float:
         return self.tokens / self.train_seconds if self.train_seconds else 0.0
+
+    def recent_tokens_per_s(self) -> float:
+        """Tokens per training second over the latest RATE_WINDOW_S (the whole run if shorter)."""
+        last = self.metrics.last()
+        for record in reversed(self.metrics.records()):
+            if last["seconds"] - record["seconds"] >= RATE_WINDOW_S:
+                return (last["tokens"] - record["tokens"]) / (last["seconds"] - record["seconds"])
+        return last["tokens"] / last["seconds"] if last and last["seconds"] else 0.0
 
     def perplexity(self) -> float | None:
         last = self.metrics.last()

@@ -9,7 +9,7 @@ from deeprnn import device
 from deeprnn.checkpoint import CheckpointError
 from deeprnn.generate import continue_text
 from deeprnn.graph import make_capturable
-from deeprnn.train import Trainer, model_from_checkpoint
+from deeprnn.train import RATE_WINDOW_S, Trainer, model_from_checkpoint
 
 
 def run(trainer):
@@ -33,6 +33,18 @@ def test_report_points_and_counters(small_config):
     assert sum(1 for r in reports if r.get("end_of_epoch")) == 2
     assert trainer.tokens == trainer.step * 8 * 16 and steps_per_epoch > 3
     assert all(r["tokens_per_s"] > 0 for r in trainer.metrics.records())
+
+
+def test_shown_speed_spans_points_not_the_last_one(small_config):
+    """A last point over one slow step (10 tokens in 0.1 s) must not set the speed a run shows."""
+    assert RATE_WINDOW_S == 2.0
+    trainer = Trainer(small_config)
+    assert trainer.recent_tokens_per_s() == 0.0
+    trainer.metrics.append({"tokens": 1000, "seconds": 1.0})
+    assert trainer.recent_tokens_per_s() == 1000.0  # shorter than the window: the whole run
+    for tokens, seconds in ((3000, 2.0), (5000, 3.0), (5010, 3.1)):
+        trainer.metrics.append({"tokens": tokens, "seconds": seconds})
+    assert trainer.recent_tokens_per_s() == pytest.approx((5010 - 1000) / (3.1 - 1.0))
 
 
 def test_same_seed_same_result(small_config):
