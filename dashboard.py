@@ -130,6 +130,10 @@ with st.sidebar:
         st.text_area("Your text", key="pasted", height=120, placeholder="Paste a few thousand characters…")
     st.radio("Tokens", list(ctl.TOKEN_LABELS), format_func=ctl.TOKEN_LABELS.get, key="tokens",
              horizontal=True, on_change=restart_if_running)
+    st.radio("Cleaning", list(ctl.CLEANING_LABELS), format_func=ctl.CLEANING_LABELS.get, key="preprocess",
+             on_change=restart_if_running,
+             help="Letters only, lower case, as the book. Its first edition cleans line by line and joins the "
+                  "lines without a space, gluing together the words at each line break.")
 
     st.subheader("Architecture")
     st.caption("Changing these while a run is going starts a new run (fresh weights); the old one stays "

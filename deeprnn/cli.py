@@ -39,7 +39,9 @@ def build_parser() -> Parser:
     train.add_argument("--preset", choices=sorted(PRESETS), help="start from a named recipe; flags override it")
     train.add_argument("--corpus", help="timemachine, pydocs, or the path of a text file")
     train.add_argument("--tokens", choices=CHOICES["tokens"])
-    train.add_argument("--preprocess", choices=CHOICES["preprocess"])
+    train.add_argument("--preprocess", choices=CHOICES["preprocess"],
+                       help="spaced: letters only, lower case, line breaks as spaces (the book's current edition); "
+                            "book: the same per line, lines joined without a space (its first edition); raw: as it is")
     train.add_argument("--min-freq", type=int)
     train.add_argument("--max-vocab", type=int)
     train.add_argument("--max-tokens", type=int)

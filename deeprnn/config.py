@@ -20,7 +20,7 @@ class ConfigError(ValueError):
 # Allowed values, kept as data so the CLI and the page can offer exactly these choices.
 CHOICES = {
     "tokens": ("char", "word"),
-    "preprocess": ("book", "raw"),
+    "preprocess": ("spaced", "book", "raw"),
     "cell": ("rnn", "gru", "lstm"),
     "optimizer": ("sgd", "adam"),
     "schedule": ("constant", "cosine"),
@@ -61,7 +61,11 @@ class RunConfig:
     corpus: str = "timemachine"  # "timemachine", "pydocs", "text" (uses `text`), or a file path
     text: str | None = field(default=None, repr=False)  # the user's own text when corpus == "text"
     tokens: str = "char"
-    preprocess: str = "book"  # the book's letters-only lower case, or "raw"
+    # The book's letters-only lower case. "spaced" (its current edition) turns line breaks into spaces;
+    # "book" (its first edition, the reference) joins the cleaned lines without one, which glues the
+    # words at every line break together: the presets' held-out perplexity on that text is 10-13% higher
+    # (bench/results/time-to-quality.md).
+    preprocess: str = "spaced"
     min_freq: int = 1
     max_vocab: int = 10_000  # the most frequent tokens are kept (0 keeps all); the rest read as <unk>
     max_tokens: int = -1  # -1 keeps the whole text; the book keeps 10,000
@@ -142,8 +146,9 @@ def describe_range(name: str) -> str:
 
 
 PRESETS = {
-    # The book's recipe: Dive into Deep Learning, "Deep Recurrent Neural Networks".
-    "d2l": dict(max_tokens=10_000, val_fraction=0.0, embedding=0, cell="lstm", layers=2, hidden=256,
+    # The book's recipe: Dive into Deep Learning, "Deep Recurrent Neural Networks", with the first
+    # edition's cleaning, as ../shared/bench/d2l_reference.py.
+    "d2l": dict(preprocess="book", max_tokens=10_000, val_fraction=0.0, embedding=0, cell="lstm", layers=2, hidden=256,
                 dropout=0.0, batch=32, steps=35, optimizer="sgd", lr=2.0, schedule="constant", clip=1.0,
                 iterator="sequential", epochs=500, eval_every=0),
     # Learns within seconds on a laptop CPU: the dataclass defaults.

@@ -21,6 +21,7 @@ PRESET_LABELS = {"d2l": "The book: 2-layer LSTM, 256 hidden, SGD lr 2",
 CORPUS_LABELS = {"timemachine": "The Time Machine", "pydocs": "Python docs (offline)",
                  "upload": "Upload a .txt", "paste": "Paste text"}
 TOKEN_LABELS = {"char": "characters", "word": "words"}
+CLEANING_LABELS = {"spaced": "line breaks as spaces", "book": "lines joined (1st edition)", "raw": "none"}
 CELL_LABELS = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}
 # Every value a widget can submit is a valid RunConfig value (tests/test_hostile_settings.py).
 LAYER_RANGE = (1, 8)
@@ -32,7 +33,7 @@ LR_CHOICES = (1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 3e-3, 4e-3, 5e-3, 8e-3, 1e-2, 2e-2, 
 CLIP_CHOICES = (0.0, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
 BATCH_CHOICES = (4, 8, 16, 32, 64, 128, 256)
 STEPS_CHOICES = (8, 16, 32, 35, 64, 128, 256)
-CONFIG_KEYS = ("tokens", "cell", "layers", "hidden", "dropout", "weight_drop", "embedding", "optimizer", "lr", "clip",
+CONFIG_KEYS = ("tokens", "preprocess", "cell", "layers", "hidden", "dropout", "weight_drop", "embedding", "optimizer", "lr", "clip",
                "batch", "steps", "epochs", "device")
 
 
@@ -43,7 +44,7 @@ def nearest(choices, value):
 def preset_values(name: str) -> dict:
     """Widget values that reproduce a preset (snapped to the nearest offered choice)."""
     cfg = preset(name)
-    return {"preset": name, "tokens": cfg.tokens, "cell": cfg.cell, "layers": cfg.layers,
+    return {"preset": name, "tokens": cfg.tokens, "preprocess": cfg.preprocess, "cell": cfg.cell, "layers": cfg.layers,
             "hidden": nearest(HIDDEN_CHOICES, cfg.hidden), "dropout": cfg.dropout, "weight_drop": cfg.weight_drop,
             "embedding": nearest(EMBEDDING_CHOICES, cfg.embedding), "optimizer": cfg.optimizer,
             "lr": nearest(LR_CHOICES, cfg.lr), "clip": nearest(CLIP_CHOICES, cfg.clip),

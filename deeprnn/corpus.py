@@ -127,9 +127,14 @@ def load_source(corpus: str, text: str | None = None) -> SourceText:
 
 
 def preprocess_lines(text: str, mode: str) -> list[str]:
-    """The book's cleaning (letters only, lower case, per line) or the raw text as one line."""
+    """The book's cleaning, letters only and lower case: "spaced" cleans the whole text at once, as
+    its current edition does, so a line break becomes a space; "book" cleans line by line, as its first
+    edition and the reference do, and the lines are then joined without a separator. "raw" keeps the
+    text as one line."""
     if mode == "raw":
         return [text]
+    if mode == "spaced":
+        return [re.sub("[^A-Za-z]+", " ", text).lower()]
     return [re.sub("[^A-Za-z]+", " ", line).strip().lower() for line in text.splitlines()]
 
 
@@ -172,7 +177,7 @@ class Codec:
 
     vocab: Vocab
     tokens: str = "char"
-    preprocess: str = "book"
+    preprocess: str = "spaced"
 
     @property
     def separator(self) -> str:
@@ -226,7 +231,7 @@ def corpus_from_text(text: str, config, name: str = "text", notice: str | None =
     if not text.strip():
         raise CorpusError(f"{name} is empty: give a text with some words in it")
     tokens = tokenize(preprocess_lines(text, config.preprocess), config.tokens)
-    if not tokens:
+    if not any(token.strip() for token in tokens):
         raise CorpusError(f"{name} has no letters left after the book's cleaning; try preprocess 'raw'")
     notices = [notice] if notice else []
     vocab = Vocab(tokens, config.min_freq, config.max_vocab)

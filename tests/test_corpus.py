@@ -78,11 +78,13 @@ def test_unreachable_book_falls_back_to_python_docs_with_notice(monkeypatch, tmp
     assert "lambda" in source.text
 
 
-def test_book_preprocessing_and_char_tokens():
+def test_book_cleanings_and_char_tokens():
     lines = preprocess_lines("The Time-Machine!\n\n  by H. G. Wells", "book")
     assert lines == ["the time machine", "", "by h g wells"]
     assert tokenize(lines, "char")[:4] == ["t", "h", "e", " "]
-    assert "".join(tokenize(lines, "char")) == "the time machineby h g wells"  # the book joins lines
+    assert "".join(tokenize(lines, "char")) == "the time machineby h g wells"  # the first edition joins lines
+    spaced = preprocess_lines("The Time-Machine!\n\n  by H. G. Wells", "spaced")
+    assert "".join(tokenize(spaced, "char")) == "the time machine by h g wells"  # the current edition
     assert tokenize(lines, "word") == ["the", "time", "machine", "by", "h", "g", "wells"]
     assert preprocess_lines("Keep, Case!", "raw") == ["Keep, Case!"]
 
@@ -96,7 +98,8 @@ def test_vocab_orders_by_frequency_with_unk_first_and_min_freq():
 
 
 def test_book_corpus_matches_the_book():
-    corpus = build_corpus(RunConfig(val_fraction=0.0, max_tokens=10_000))
+    corpus = build_corpus(RunConfig(preprocess="book", val_fraction=0.0, max_tokens=10_000))
+    assert corpus.codec.decode(corpus.train[:40]) == "the time machine by h g wellsithe time t"  # glued at line breaks
     assert len(corpus.vocab) == 28  # <unk>, space and 26 letters
     assert corpus.vocab.idx_to_token[:4] == ["<unk>", " ", "e", "t"]
     assert len(corpus.train) == 10_000 and corpus.val == []

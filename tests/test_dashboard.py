@@ -101,6 +101,8 @@ def test_every_cell_trains_and_the_introspection_views_render(app, cell):
 def test_the_book_is_the_first_preset_and_the_page_starts_on_the_fast_one(app):
     preset = app.selectbox(key="preset")
     assert preset.options[0].startswith("The book") and preset.value == "fast"
+    assert app.radio(key="preprocess").value == "spaced"
     preset.set_value("d2l").run()
+    assert app.radio(key="preprocess").value == "book"  # the book's recipe with its first edition's cleaning
     assert app.slider(key="layers").value == 2 and app.select_slider(key="hidden").value == 256
     assert app.select_slider(key="lr").value == 2.0 and app.select_slider(key="embedding").value == 0

@@ -35,6 +35,7 @@ DROPOUT_VALUES = st.integers(0, round((ctl.DROPOUT_RANGE[1] - ctl.DROPOUT_RANGE[
 WIDGET_VALUES = st.fixed_dictionaries({
     "preset": st.sampled_from(list(ctl.PRESET_LABELS)),
     "tokens": st.sampled_from(list(ctl.TOKEN_LABELS)),
+    "preprocess": st.sampled_from(list(ctl.CLEANING_LABELS)),
     "cell": st.sampled_from(list(ctl.CELL_LABELS)),
     "layers": st.integers(*ctl.LAYER_RANGE),
     "hidden": st.sampled_from(ctl.HIDDEN_CHOICES),
@@ -56,7 +57,7 @@ WIDGET_VALUES = st.fixed_dictionaries({
 @given(WIDGET_VALUES)
 def test_every_value_the_page_can_submit_is_a_valid_config(values):
     config = ctl.config_from_values(values, text="some text")
-    assert dataclasses.asdict(config)["layers"] == values["layers"]
+    assert dataclasses.asdict(config)["layers"] == values["layers"] and config.preprocess == values["preprocess"]
 
 
 def test_the_page_widgets_offer_exactly_the_checked_ranges(app):
