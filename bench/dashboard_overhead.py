@@ -68,15 +68,37 @@ def press(page, button: str, status: str) -> None:
 
 
 def page_window(page, server_pid: int, seconds: float) -> dict:
-    """Tokens/s on the page, and CPU seconds per second of the server, its training process and Chromium."""
+    """Tokens/s on the page, between the first and last changes of its token count in the window, and
+    CPU seconds per second of the server, its training process and Chromium."""
     groups = {"server_cpu": lambda: [server_pid], "training_cpu": lambda: child_pids(server_pid),
               "chromium_cpu": chromium_pids}
-    start, tokens_start = time.perf_counter(), read_tokens(page)
+    start = time.perf_counter()
     before = {name: cpu_seconds(pids()) for name, pids in groups.items()}
-    time.sleep(seconds)
-    tokens_end, elapsed = read_tokens(page), time.perf_counter() - start
-    return {"tokens_per_s": (tokens_end - tokens_start) / elapsed,
+    changes = token_changes(page, seconds)
+    elapsed = time.perf_counter() - start
+    (first_s, first), (last_s, last) = changes[0], changes[-1]
+    return {"tokens_per_s": (last - first) / (last_s - first_s),
             **{name: (cpu_seconds(pids()) - before[name]) / elapsed for name, pids in groups.items()}}
+
+
+# The status line's progress text and the browser's clock when it was read, without a layout pass.
+PROGRESS = "[Date.now() / 1000, document.querySelector('[data-testid=\"stProgress\"]')?.textContent ?? '']"
+
+
+def token_changes(page, seconds: float) -> list[tuple[float, int]]:
+    """(time, tokens) at each change of the page's token count within `seconds`. The page redraws it
+    every 2 s, so a reading at a set time can be up to 2 s old, 13% of a 15 s window; read as it
+    changes, it is at most one report (0.5 s) old."""
+    readings, deadline = [], time.time() + seconds
+    while time.time() < deadline:
+        stamp, text = page.evaluate(PROGRESS)
+        tokens = parse_tokens(text)
+        if not readings or tokens != readings[-1][1]:
+            readings.append((stamp, tokens))
+        time.sleep(0.05)
+    if len(readings) < 3:
+        raise RuntimeError(f"the page's token count changed {len(readings) - 1} times in {seconds:g} s")
+    return readings[1:]  # the first reading's age is unknown
 
 
 def layers_to_first_point(page) -> float:
@@ -92,7 +114,11 @@ def layers_to_first_point(page) -> float:
 
 
 def read_tokens(page) -> int:
-    match = re.search(r"step [\d,]+ · ([\d,]+) tokens", page.inner_text("body"))
+    return parse_tokens(page.inner_text("body"))
+
+
+def parse_tokens(text: str) -> int:
+    match = re.search(r"step [\d,]+ · ([\d,]+) tokens", text)
     return int(match.group(1).replace(",", "")) if match else 0
 
 
