@@ -70,8 +70,8 @@ def parse_setting(item: str) -> tuple[str, object]:
 
 
 def describe(config) -> str:
-    return (f"{config.preprocess} {config.cell} {config.layers}x{config.hidden} emb{config.embedding} drop{config.dropout:g} "
-            f"wdrop{config.weight_drop:g} "
+    return (f"{config.preprocess} {config.cell} {config.layers}x{config.hidden} emb{config.embedding} "
+            f"drop{config.dropout:g} wdrop{config.weight_drop:g} "
             f"{config.optimizer} lr{config.lr:g} {config.schedule} wd{config.weight_decay:g} batch{config.batch} "
             f"steps{config.steps} epochs{config.epochs}")
 

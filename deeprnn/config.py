@@ -148,8 +148,8 @@ def describe_range(name: str) -> str:
 PRESETS = {
     # The book's recipe: Dive into Deep Learning, "Deep Recurrent Neural Networks", with the first
     # edition's cleaning, as ../shared/bench/d2l_reference.py.
-    "d2l": dict(preprocess="book", max_tokens=10_000, val_fraction=0.0, embedding=0, cell="lstm", layers=2, hidden=256,
-                dropout=0.0, batch=32, steps=35, optimizer="sgd", lr=2.0, schedule="constant", clip=1.0,
+    "d2l": dict(preprocess="book", max_tokens=10_000, val_fraction=0.0, embedding=0, cell="lstm", layers=2,
+                hidden=256, dropout=0.0, batch=32, steps=35, optimizer="sgd", lr=2.0, schedule="constant", clip=1.0,
                 iterator="sequential", epochs=500, eval_every=0),
     # Learns within seconds on a laptop CPU: the dataclass defaults.
     "fast": {},

@@ -33,8 +33,8 @@ LR_CHOICES = (1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 3e-3, 4e-3, 5e-3, 8e-3, 1e-2, 2e-2, 
 CLIP_CHOICES = (0.0, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
 BATCH_CHOICES = (4, 8, 16, 32, 64, 128, 256)
 STEPS_CHOICES = (8, 16, 32, 35, 64, 128, 256)
-CONFIG_KEYS = ("tokens", "preprocess", "cell", "layers", "hidden", "dropout", "weight_drop", "embedding", "optimizer", "lr", "clip",
-               "batch", "steps", "epochs", "device")
+CONFIG_KEYS = ("tokens", "preprocess", "cell", "layers", "hidden", "dropout", "weight_drop", "embedding", "optimizer",
+               "lr", "clip", "batch", "steps", "epochs", "device")
 
 
 def nearest(choices, value):
