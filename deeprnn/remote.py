@@ -279,7 +279,12 @@ class _Child:
         code = f"from deeprnn.remote import serve; serve({theirs.fileno()})"
         path = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")]))
         env = {**os.environ, "PYTHONPATH": path}
-        self.process = subprocess.Popen([sys.executable, "-c", code], pass_fds=[theirs.fileno()], env=env)
+        # A session of its own: Linux's autogroups share the CPU between sessions before threads, so
+        # the server's threads no longer take turns with the training thread as its equals
+        # (bench/results/dashboard-overhead.md, session 11). The run still ends with the server: the
+        # pipe closes.
+        self.process = subprocess.Popen([sys.executable, "-c", code], pass_fds=[theirs.fileno()], env=env,
+                                        start_new_session=True)
         theirs.close()
         self.connection = Connection(ours.detach())
         self.answers: queue.Queue = queue.Queue()

@@ -33,6 +33,7 @@ def test_runs_train_in_their_own_process_and_commands_answer_from_it(remote, con
     run_id = remote.start(config)
     snap = wait_for(lambda: (s := remote.snapshot()).step > 5 and s.probe and s.samples and s)
     assert remote.pid not in (None, os.getpid())
+    assert os.getsid(remote.pid) == remote.pid  # a session, so a scheduling group, of its own
     assert not [t for t in threading.enumerate() if t.name.startswith("deeprnn-run")]  # no worker here
     assert snap.run_id == run_id and snap.config == config and snap.name == "LSTM x2 h32 lr0.003"
 
