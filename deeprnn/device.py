@@ -87,6 +87,11 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
         return None
     if device.type == "mps":
         raise ConfigError("precision", "bf16 is not offered on MPS; use fp32 or auto")
+    if device.type == "cpu" and not cpu_multiplies_bf16():
+        # oneDNN's LSTM kernel has no bf16 form without these instructions: the run would fail at
+        # its first step with "could not create a primitive descriptor" (torch 2.13 on an AMD EPYC).
+        raise ConfigError("precision", "bf16 needs a CPU with bf16 instructions (AMX or AVX512-BF16), "
+                                       "which this one lacks; use fp32 or auto")
     return torch.bfloat16
 
 

@@ -55,3 +55,11 @@ def test_empty_file_is_refused(tmp_path, capsys):
     (tmp_path / "empty.txt").write_text("")
     assert main(["train", "--corpus", str(tmp_path / "empty.txt")]) == 2
     assert "empty" in capsys.readouterr().err
+
+
+def test_bf16_on_a_cpu_without_bf16_instructions_is_refused_by_name(monkeypatch, capsys):
+    from deeprnn import device
+    monkeypatch.setattr(device, "cpu_multiplies_bf16", lambda: False)
+    assert main(["train", *TINY, "--precision", "bf16"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: precision bf16 needs a CPU with bf16 instructions"), err
