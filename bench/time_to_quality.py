@@ -23,7 +23,7 @@ from deeprnn.train import Diverged, Trainer
 
 SWEEPS = {
     # around the fast preset: what learns fastest in the first 20 seconds
-    "fast": dict(hidden=[128, 160, 192, 256], lr=[5e-3, 8e-3, 1.5e-2], epochs=[5, 7]),
+    "fast": dict(hidden=[96, 128, 160], epochs=[2, 3, 5], lr=[8e-3, 1.5e-2], batch=[16, 32]),
     # around the best preset: what gets lowest within five minutes
     "best": dict(weight_drop=[0.3, 0.4, 0.5], dropout=[0.25, 0.3]),
 }

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from deeprnn import controls as ctl
 from deeprnn.cli import main
-from deeprnn.config import CHOICES, RANGES, ConfigError, RunConfig, describe_range
+from deeprnn.config import CHOICES, PRESETS, RANGES, ConfigError, RunConfig, describe_range, preset
 
 NUMBERS = st.integers(-10**12, 10**12) | st.floats(allow_nan=True, allow_infinity=True) | st.booleans()
 ANYTHING = NUMBERS | st.text(max_size=5) | st.none()
@@ -58,6 +58,13 @@ WIDGET_VALUES = st.fixed_dictionaries({
 def test_every_value_the_page_can_submit_is_a_valid_config(values):
     config = ctl.config_from_values(values, text="some text")
     assert dataclasses.asdict(config)["layers"] == values["layers"] and config.preprocess == values["preprocess"]
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_a_preset_chosen_on_the_page_trains_that_preset_not_a_neighbour(name):
+    # each preset value must be one the widgets offer, or the page snaps it to the nearest choice
+    values = {**ctl.initial_values(), **ctl.preset_values(name)}
+    assert ctl.config_from_values(values) == preset(name)
 
 
 def test_the_page_widgets_offer_exactly_the_checked_ranges(app):
