@@ -151,17 +151,17 @@ def test_a_page_run_keeps_a_run_directory_when_asked(session, config, tmp_path):
 
 
 def test_views_are_computed_on_a_copy_while_training_goes_on(session, config, monkeypatch):
-    original, seen = session_mod.compute_views, []
+    original, seen = session_mod._timed_views, []
 
-    def slow_views(source, views):
-        trainer = session._runs[run_id].trainer
+    def slow_views(run, source, views):  # the run it is handed: no race with start() returning
+        trainer = run.trainer
         step = trainer.step
         time.sleep(1.0)  # a probe that takes a second: training must not wait for it
         seen.append((source.model is not trainer.model, step, trainer.step, source.step))
-        return original(source, views)
+        return original(run, source, views)
 
-    monkeypatch.setattr(session_mod, "compute_views", slow_views)
-    run_id = session.start(config)
+    monkeypatch.setattr(session_mod, "_timed_views", slow_views)
+    session.start(config)
     wait_for(lambda: len(seen) >= 2, timeout=30)
     for is_copy, before, after, probed in seen:
         assert is_copy and after > before  # steps went on during the probe
