@@ -136,7 +136,6 @@ def test_generation_handles_unknown_characters_and_sampling(small_config):
 
 
 def test_precision_choice(monkeypatch):
-    from deeprnn import device
     cpu = torch.device("cpu")
     assert device.resolve_precision("fp32", cpu) is None
     monkeypatch.setattr(device, "cpu_multiplies_bf16", lambda: False)
