@@ -5,7 +5,10 @@ Loads ../shared/bench/d2l_reference.py and deeprnn's `--preset d2l` into one pro
 them in alternating rounds of a few epochs each, so that both see the same machine at the same
 moments (a shared 2-core machine drifts by tens of percent between runs). Prints tokens/s per
 round, the median ratio, and both perplexities after the same number of epochs with the same
-seed. On a machine with CUDA it does the same on the GPU.
+seed. On a machine with CUDA it does the same on the GPU. On the CPU it also prints how fast the
+float32 matrix products alone would let the recipe train, timed at their shapes on this CPU with
+torch's threads: a float32 trainer that does these products one after another cannot beat that,
+whatever else it saves.
 
     python bench/throughput.py --rounds 6 --epochs-per-round 10
     python bench/throughput.py --rounds 50 --epochs-per-round 10   # the book's 500 epochs: fidelity
@@ -97,20 +100,49 @@ def timed(runner, epochs: int, device: str) -> float:
     return tokens / (time.perf_counter() - started)
 
 
-def compare(device: str, precision: str, cuda_graph: str, rounds: int, epochs: int, reference: Path) -> None:
+def compare(device: str, precision: str, cuda_graph: str, rounds: int, epochs: int, reference: Path) -> float:
+    """Prints the rounds' table and the fidelity check; returns the reference's median tokens/s."""
     book, ours = Book(load_reference(reference), device), Ours(device, precision, cuda_graph)
     label = ours.trainer.device_label  # the device and, where used, bf16
     if device == "cuda":
         label += ", CUDA graph" if cuda_graph == "auto" else ", eager"
-    ratios = []
+    ratios, book_speeds = [], []
     for i in range(rounds):
         book_speed, our_speed = timed(book, epochs, device), timed(ours, epochs, device)
         ratios.append(our_speed / book_speed)
+        book_speeds.append(book_speed)
         print(f"| {label} | {i + 1} | {book_speed:,.0f} | {our_speed:,.0f} | {ratios[-1]:.2f}x |", flush=True)
     print(f"| {label} | median of {rounds} | | | {statistics.median(ratios):.2f}x |")
     print(f"\nafter {book.epoch} epochs, same seed: perplexity reference {book.ppl:.3f}, deeprnn {ours.ppl:.3f}")
     print(f"reference: {book.ref.predict('time traveller', 50, book.model, book.vocab, book.device)}")
     print(f"deeprnn:   {continue_text(ours.trainer.model, ours.trainer.codec, 'time traveller', 50)}\n")
+    return statistics.median(book_speeds)
+
+
+def product_ms(m: int, k: int, n: int, repeat: int = 40) -> float:
+    """Median milliseconds of an (m x k) by (k x n) float32 matrix product on this CPU."""
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        a @ b
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
+def float32_product_bound(batch: int = 32, steps: int = 35, hidden: int = 256, vocab: int = 28) -> float:
+    """tokens/s of the book's 2-layer LSTM if a float32 training step did nothing but its matrix
+    products, each at the speed this CPU does it at its shape: per layer and time step, the
+    recurrent product and its backward's product for the state, one after the other; over all time
+    steps at once, the second layer's input product, the three weight gradients, the gradient for
+    the first layer's output, and the output layer's three. The first layer's one-hot input is taken
+    as a lookup, as deeprnn does it. No activations, no optimizer, no overhead."""
+    tokens, gates = steps * batch, 4 * hidden
+    per_time_step = product_ms(batch, hidden, gates) + product_ms(batch, gates, hidden)
+    over_all_steps = (product_ms(tokens, hidden, gates) + 3 * product_ms(gates, tokens, hidden)
+                      + product_ms(tokens, gates, hidden) + product_ms(tokens, hidden, vocab)
+                      + product_ms(vocab, tokens, hidden) + product_ms(tokens, vocab, hidden))
+    return tokens / ((2 * steps * per_time_step + over_all_steps) / 1000)
 
 
 def main():
@@ -130,7 +162,12 @@ def main():
           + (f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""))
     print("\n| deeprnn on | round | reference tokens/s | deeprnn tokens/s | ratio |\n| --- | --- | --- | --- | --- |")
     for device in args.devices:
-        compare(device, args.precision, args.cuda_graph, args.rounds, args.epochs_per_round, args.reference)
+        book_speed = compare(device, args.precision, args.cuda_graph, args.rounds, args.epochs_per_round,
+                             args.reference)
+        if device == "cpu":  # how far float32 could go here: the products alone, at this CPU's speed
+            bound = float32_product_bound()
+            print(f"float32 matrix products alone, at this CPU's speed for their shapes: at most {bound:,.0f} "
+                  f"tokens/s, {bound / book_speed:.2f}x the reference's median\n")
 
 
 if __name__ == "__main__":
