@@ -29,6 +29,7 @@ from repo import ROOT
 from deeprnn.config import CHOICES, preset
 from deeprnn.generate import continue_text
 from deeprnn.train import Trainer
+from timing import median_ms
 
 REFERENCE = ROOT.parent / "shared" / "bench" / "d2l_reference.py"
 
@@ -100,8 +101,7 @@ def timed(runner, epochs: int, device: str) -> float:
     return tokens / (time.perf_counter() - started)
 
 
-def compare(device: str, precision: str, cuda_graph: str, rounds: int, epochs: int, reference: Path) -> float:
-    """Prints the rounds' table and the fidelity check; returns the reference's median tokens/s."""
+def compare(device: str, precision: str, cuda_graph: str, rounds: int, epochs: int, reference: Path) -> None:
     book, ours = Book(load_reference(reference), device), Ours(device, precision, cuda_graph)
     label = ours.trainer.device_label  # the device and, where used, bf16
     if device == "cuda":
@@ -116,33 +116,34 @@ def compare(device: str, precision: str, cuda_graph: str, rounds: int, epochs: i
     print(f"\nafter {book.epoch} epochs, same seed: perplexity reference {book.ppl:.3f}, deeprnn {ours.ppl:.3f}")
     print(f"reference: {book.ref.predict('time traveller', 50, book.model, book.vocab, book.device)}")
     print(f"deeprnn:   {continue_text(ours.trainer.model, ours.trainer.codec, 'time traveller', 50)}\n")
-    return statistics.median(book_speeds)
+    if device == "cpu":  # how far float32 could go here: the products alone, at this CPU's speed
+        bound = float32_product_bound(ours.trainer.model, ours.trainer.config)
+        print(f"float32 matrix products alone, at this CPU's speed for their shapes: at most {bound:,.0f} "
+              f"tokens/s, {bound / statistics.median(book_speeds):.2f}x the reference's median\n")
 
 
-def product_ms(m: int, k: int, n: int, repeat: int = 40) -> float:
+def product_ms(m: int, k: int, n: int) -> float:
     """Median milliseconds of an (m x k) by (k x n) float32 matrix product on this CPU."""
     a, b = torch.randn(m, k), torch.randn(k, n)
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        a @ b
-        times.append((time.perf_counter() - started) * 1000)
-    return statistics.median(times)
+    return median_ms(lambda: a @ b, repeat=40)[0]
 
 
-def float32_product_bound(batch: int = 32, steps: int = 35, hidden: int = 256, vocab: int = 28) -> float:
-    """tokens/s of the book's 2-layer LSTM if a float32 training step did nothing but its matrix
+def float32_product_bound(model, config) -> float:
+    """tokens/s of this recurrent model if a float32 training step did nothing but its matrix
     products, each at the speed this CPU does it at its shape: per layer and time step, the
     recurrent product and its backward's product for the state, one after the other; over all time
-    steps at once, the second layer's input product, the three weight gradients, the gradient for
-    the first layer's output, and the output layer's three. The first layer's one-hot input is taken
-    as a lookup, as deeprnn does it. No activations, no optimizer, no overhead."""
-    tokens, gates = steps * batch, 4 * hidden
-    per_time_step = product_ms(batch, hidden, gates) + product_ms(batch, gates, hidden)
-    over_all_steps = (product_ms(tokens, hidden, gates) + 3 * product_ms(gates, tokens, hidden)
-                      + product_ms(tokens, gates, hidden) + product_ms(tokens, hidden, vocab)
-                      + product_ms(vocab, tokens, hidden) + product_ms(tokens, vocab, hidden))
-    return tokens / ((2 * steps * per_time_step + over_all_steps) / 1000)
+    steps at once, the input product of every layer but the first, the weight gradients, the
+    gradient for every layer's output but the last's, and the output layer's three. The first
+    layer's one-hot input product is left out (a lookup can replace it). No activations, no
+    optimizer, no overhead."""
+    gates, hidden = model.layers[0].weight_hh_l0.shape  # 4 x hidden for an LSTM
+    layers, vocab, tokens = model.num_layers, model.vocab_size, config.steps * config.batch
+    per_time_step = product_ms(config.batch, hidden, gates) + product_ms(config.batch, gates, hidden)
+    over_all_steps = ((layers - 1) * (product_ms(tokens, hidden, gates) + product_ms(tokens, gates, hidden))
+                      + (2 * layers - 1) * product_ms(gates, tokens, hidden)
+                      + product_ms(tokens, hidden, vocab) + product_ms(vocab, tokens, hidden)
+                      + product_ms(tokens, vocab, hidden))
+    return tokens / ((layers * config.steps * per_time_step + over_all_steps) / 1000)
 
 
 def main():
@@ -162,12 +163,7 @@ def main():
           + (f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""))
     print("\n| deeprnn on | round | reference tokens/s | deeprnn tokens/s | ratio |\n| --- | --- | --- | --- | --- |")
     for device in args.devices:
-        book_speed = compare(device, args.precision, args.cuda_graph, args.rounds, args.epochs_per_round,
-                             args.reference)
-        if device == "cpu":  # how far float32 could go here: the products alone, at this CPU's speed
-            bound = float32_product_bound()
-            print(f"float32 matrix products alone, at this CPU's speed for their shapes: at most {bound:,.0f} "
-                  f"tokens/s, {bound / book_speed:.2f}x the reference's median\n")
+        compare(device, args.precision, args.cuda_graph, args.rounds, args.epochs_per_round, args.reference)
 
 
 if __name__ == "__main__":

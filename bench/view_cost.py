@@ -7,7 +7,6 @@ sends it) for a small and a large model, and prints one table per model.
     python bench/view_cost.py
 """
 import argparse
-import time
 
 import plotly.io as pio
 import torch
@@ -17,16 +16,7 @@ from deeprnn import charts
 from deeprnn.config import preset
 from deeprnn.session import ViewSettings, compute_views, saturation_records
 from deeprnn.train import Trainer
-
-
-def timed(fn, repeat: int = 5) -> tuple[float, object]:
-    """Median milliseconds of `repeat` calls, and the last result."""
-    times, result = [], None
-    for _ in range(repeat):
-        started = time.perf_counter()
-        result = fn()
-        times.append((time.perf_counter() - started) * 1000)
-    return sorted(times)[len(times) // 2], result
+from timing import median_ms
 
 
 def snapshot_for(trainer: Trainer, probe, samples):
@@ -42,9 +32,9 @@ def measure(config) -> list[tuple[str, float]]:
     steps = trainer.steps()
     for _ in range(30):
         next(steps)
-    step_ms, _ = timed(lambda: next(steps), repeat=10)
+    step_ms, _ = median_ms(lambda: next(steps), repeat=10)
     views = ViewSettings()
-    views_ms, (probe, samples) = timed(lambda: compute_views(trainer, views))
+    views_ms, (probe, samples) = median_ms(lambda: compute_views(trainer, views))
     trainer.report()
     snap = snapshot_for(trainer, probe, samples)
     figures = {
@@ -61,7 +51,7 @@ def measure(config) -> list[tuple[str, float]]:
             ("probe + greedy and sampled text (view thread, on a copy; paced to <= 3% of the run)", views_ms)]
     total = 0.0
     for name, build in figures.items():
-        ms, _ = timed(lambda: pio.to_json(build(), validate=False))
+        ms, _ = median_ms(lambda: pio.to_json(build(), validate=False))
         rows.append((f"{name}: build + JSON (page)", ms))
         total += ms
     rows.append(("all figures of one page refresh", total))
