@@ -32,8 +32,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 from .config import RunConfig
-from .session import (COMMAND_TIMEOUT_S, STOP_TIMEOUT_S, SessionError, TrainingSession, live_sessions,
-                      metrics_frame, release_worker_slot, take_worker_slot)
+from .session import (COMMAND_TIMEOUT_S, STOP_TIMEOUT_S, SessionError, TrainingSession, ViewSettings,
+                      live_sessions, metrics_frame, release_worker_slot, take_worker_slot)
 from .snapshot import IDLE, Snapshot
 
 PUBLISH_EVERY_S = 0.1  # how often the child looks for new snapshots to send
@@ -62,6 +62,7 @@ class ProcessSession:
         self._slot = threading.Lock()
         self._holds_slot, self._starting = False, 0
         self._child: _Child | None = None
+        self._views: dict = {}  # every view setting sent: a training process started later gets them too
         live_sessions.add(self)
         _spare.wait(self)  # now, so that the import is done by the time the user presses Start
 
@@ -127,6 +128,10 @@ class ProcessSession:
         self._call("set_clip", clip)
 
     def set_views(self, **changes) -> None:
+        """See TrainingSession.set_views; kept for the first training process and any later one, so that
+        a prefix typed before the first Start, or before a crashed process's successor, still applies."""
+        ViewSettings.check(changes)
+        self._views.update(changes)
         self._call("set_views", **changes)
 
     def delete_run(self, run_id: int) -> None:
@@ -183,6 +188,8 @@ class ProcessSession:
         except OSError as err:  # no process to be had (limits, memory)
             raise SessionError(f"could not start a training process: {err}") from None
         self._child.bind(options, self._receive, self._lose)
+        if self._views:
+            self._child.ask("set_views", (), self._views, ANSWER_TIMEOUT_S)
 
     def _receive(self, state) -> None:
         """Take the child's news: the order of its runs, its current run, and changed snapshots."""

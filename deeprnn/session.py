@@ -61,6 +61,13 @@ class ViewSettings:
     length: int = 100
     use_best: bool = False
 
+    @classmethod
+    def check(cls, changes: dict) -> None:
+        """SessionError for a name that is not a view setting."""
+        for key in changes:
+            if not hasattr(cls, key):
+                raise SessionError(f"unknown view setting {key}")
+
 
 class _Run:
     """A run's mutable parts. Only its worker thread touches `trainer` while the thread lives."""
@@ -181,9 +188,8 @@ class TrainingSession:
 
     def set_views(self, **changes):
         """Probe text, sample prefix, temperature, length or use_best; the views refresh soon."""
+        ViewSettings.check(changes)
         for key, value in changes.items():
-            if not hasattr(self.views, key):
-                raise SessionError(f"unknown view setting {key}")
             setattr(self.views, key, value)
         self._send("views", dict(changes))
         with self._lock:

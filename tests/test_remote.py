@@ -69,6 +69,20 @@ def test_a_killed_training_process_keeps_the_curves_and_the_next_start_works(rem
     assert remote.snapshot().name.startswith("GRU")
 
 
+def test_view_settings_reach_every_training_process_even_those_started_after_them(remote, config):
+    """The page's prefix can be typed before the first Start, and stays on screen after a training
+    process dies: the process that a later Start begins must write from it too."""
+    remote.set_views(prefix="the machine")  # no training process yet
+    remote.start(config)
+    wait_for(lambda: (s := remote.snapshot()).samples and s.samples.greedy.startswith("the machine "))
+    os.kill(remote.pid, signal.SIGKILL)
+    wait_for(lambda: remote.snapshot().status == "failed")
+    remote.start(config)
+    wait_for(lambda: (s := remote.snapshot()).samples and s.samples.greedy.startswith("the machine "))
+    with pytest.raises(SessionError, match="unknown view setting colour"):
+        remote.set_views(colour="red")
+
+
 def test_close_stops_the_run_and_ends_the_process(remote, config):
     remote.start(config)
     wait_for(lambda: remote.snapshot().step > 0)
