@@ -191,10 +191,10 @@ def live_status():
 @st.fragment(run_every=2.0)
 def live_views():
     """The curves and the samples, every 2 s: each redraw costs the browser's plotting, which shares the
-    machine's cores with the training."""
+    machine's cores with the training. Drawn before the first Start too, empty: the browser then loads
+    and sets up its plotting while the page waits, not in the seconds after Start, when it had held
+    back the first curve points by 2 to 4 s."""
     snap = current_snapshot()
-    if snap.status == "idle":
-        return
     curves_col, samples_col = st.columns([3, 2], gap="large")
     with curves_col:
         curves(snap)
@@ -232,7 +232,7 @@ def curves(snap):
     # Drawn even before the first point: the new run's points then update a chart on screen instead
     # of creating one, which took the browser up to two seconds more.
     chart("curves", charts.curves_figure, snap, x, metric, log_y)
-    if not snap.metrics:
+    if snap.config and not snap.metrics:
         st.caption("The first point appears after the first minibatch.")
 
 

@@ -26,6 +26,13 @@ def test_page_loads_with_the_documented_controls(app):
     labels = {w.label for kind in ("button", "selectbox", "slider", "select_slider") for w in app.get(kind)}
     assert {"Start", "Pause", "Stop", "Cell", "Layers", "Learning rate"} <= labels
     assert "Start" in app.info[0].value
+    assert [fig["data"][0]["x"] for fig in figures(app)] == [[]]  # the curves, empty (see live_views)
+
+
+def test_a_prefix_typed_before_the_first_start_is_what_the_run_writes_from(app):
+    app.text_input(key="prefix").input("the machine").run()
+    button(app, "Start").click()
+    rerun_until(app, lambda at: any(c.value.startswith("the machine ") for c in at.code))
 
 
 def test_start_then_layers_three_then_learning_rate_event(app):
