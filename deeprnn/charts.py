@@ -43,8 +43,10 @@ def curves_figure(snapshot, x: str = "tokens", metric: str = "ppl", log_y: bool 
                            mode="lines+markers", name="held-out", line=dict(color=PALETTE[1])))
     traces += _best_marker(snapshot, x, val_key)
     lines, labels = _event_marks(snapshot, x)
+    scaled = bool(train)  # without points, plotly's made-up scale (0 to 6 tokens) would be all there is to read
     return go.Figure(data=traces, layout=dict(
-        xaxis=dict(title=dict(text=X_AXES[x])), yaxis=_value_axis(title, log_y),
+        xaxis=dict(title=dict(text=X_AXES[x]), showticklabels=scaled),
+        yaxis=dict(_value_axis(title, log_y), showticklabels=scaled),
         shapes=lines, annotations=labels, uirevision=f"curves-{x}-{metric}-{log_y}", height=340,
         margin=dict(l=10, r=10, t=30, b=10), legend=dict(orientation="h", y=1.08, x=0), hovermode="x unified"))
 

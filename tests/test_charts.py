@@ -22,9 +22,11 @@ def trace(fig, name):
 def test_a_run_without_points_gets_empty_axes_and_its_first_point_is_visible():
     empty = charts.curves_figure(run_snapshot())
     assert list(trace(empty, "train").x) == []
+    assert not empty.layout.xaxis.showticklabels and not empty.layout.yaxis.showticklabels
     first = charts.curves_figure(run_snapshot([report(1, 27.0)]))
     train = trace(first, "train")
     assert list(train.y) == [27.0] and "markers" in train.mode  # a line alone would draw nothing
+    assert first.layout.xaxis.showticklabels and first.layout.yaxis.showticklabels
     many = [report(step, 10.0) for step in range(1, charts.MARKED_CURVE_POINTS + 1)]
     assert trace(charts.curves_figure(run_snapshot(many)), "train").mode == "lines"
 
