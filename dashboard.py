@@ -232,7 +232,7 @@ def curves(snap):
     # Drawn even before the first point: the new run's points then update a chart on screen instead
     # of creating one, which took the browser up to two seconds more.
     chart("curves", charts.curves_figure, snap, x, metric, log_y)
-    if snap.config and not snap.metrics:
+    if snap.active and not snap.metrics:
         st.caption("The first point appears after the first minibatch.")
 
 
