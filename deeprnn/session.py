@@ -16,7 +16,7 @@ import threading
 import time
 import weakref
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from types import SimpleNamespace
 
 import pandas as pd
@@ -64,8 +64,9 @@ class ViewSettings:
     @classmethod
     def check(cls, changes: dict) -> None:
         """SessionError for a name that is not a view setting."""
+        known = {field.name for field in fields(cls)}
         for key in changes:
-            if not hasattr(cls, key):
+            if key not in known:
                 raise SessionError(f"unknown view setting {key}")
 
 

@@ -77,10 +77,12 @@ def test_view_settings_reach_every_training_process_even_those_started_after_the
     wait_for(lambda: (s := remote.snapshot()).samples and s.samples.greedy.startswith("the machine "))
     os.kill(remote.pid, signal.SIGKILL)
     wait_for(lambda: remote.snapshot().status == "failed")
-    remote.start(config)
-    wait_for(lambda: (s := remote.snapshot()).samples and s.samples.greedy.startswith("the machine "))
-    with pytest.raises(SessionError, match="unknown view setting colour"):
-        remote.set_views(colour="red")
+    successor = remote.start(config)
+    wait_for(lambda: (s := remote.snapshot()).run_id == successor and s.samples
+             and s.samples.greedy.startswith("the machine "))
+    for name in ("colour", "check"):  # not a setting, nor the settings' own method
+        with pytest.raises(SessionError, match=f"unknown view setting {name}"):
+            remote.set_views(**{name: "red"})
 
 
 def test_close_stops_the_run_and_ends_the_process(remote, config):
