@@ -50,9 +50,14 @@ def _wait_until_healthy(url: str, log, seconds: float = 60) -> None:
     raise RuntimeError("streamlit did not come up: " + log.read().decode(errors="replace"))
 
 
-def start_training(page, url: str, epochs: int) -> None:
-    """Open the page and press Start with this epoch budget."""
+def start_training(page, url: str, epochs: int, preset_label: str | None = None) -> None:
+    """Open the page and press Start with this epoch budget, after choosing the preset of this label
+    in the sidebar if one is given (the page starts on the fast one)."""
     page.goto(url)
+    if preset_label:
+        page.locator("[data-testid=stSelectbox]").first.click()  # the sidebar's first: Preset
+        page.get_by_role("option", name=preset_label).click()
+        page.wait_for_timeout(1000)
     budget = page.get_by_label("Epoch budget")
     budget.fill(str(epochs))
     budget.press("Enter")
@@ -61,13 +66,14 @@ def start_training(page, url: str, epochs: int) -> None:
 
 
 @contextlib.contextmanager
-def training_page(url: str, epochs: int):
-    """A tall page (every view on screen) on which Start was pressed with this epoch budget."""
+def training_page(url: str, epochs: int, preset_label: str | None = None):
+    """A tall page (every view on screen) on which Start was pressed with this epoch budget (and
+    preset; see start_training)."""
     from playwright.sync_api import sync_playwright
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1500, "height": 3000})
-        start_training(page, url, epochs)
+        start_training(page, url, epochs, preset_label)
         try:
             yield page
         finally:

@@ -6,6 +6,7 @@ held-out perplexity first reaches a target, and the best held-out perplexity wit
     python bench/time_to_quality.py --sweep fast          # the sweep that chose the fast preset
     python bench/time_to_quality.py --sweep best --budget 300
     python bench/time_to_quality.py --on-page            # the fast preset from pressing Start on the page
+    python bench/time_to_quality.py --on-page --recipes best --target 3.8 --budget 480 --page-threads 2
     python bench/time_to_quality.py --recipes best --budget 300 --set layers=3 hidden=384   # one variant
 
 Prints one table row per recipe. Set DEEPRNN_DATA_DIR to a folder holding timemachine.txt.
@@ -19,6 +20,7 @@ import torch
 
 from pageserver import dashboard_server, training_page
 from deeprnn.config import RunConfig, preset
+from deeprnn.controls import PRESET_LABELS
 from deeprnn.train import Diverged, Trainer
 
 SWEEPS = {
@@ -47,10 +49,13 @@ def measure(config, budget: float, target: float) -> dict:
             "epochs": trainer.epoch, "tokens_per_s": trainer.tokens_per_s()}
 
 
-def measure_on_page(budget: float, target: float) -> dict:
-    """The dashboard's default preset in headless Chromium: seconds from pressing Start until the
-    page shows a best held-out perplexity at or under the target."""
-    with dashboard_server() as (url, _), training_page(url, preset("fast").epochs) as page:
+def measure_on_page(name: str, budget: float, target: float, threads: int | None) -> dict:
+    """A preset on the dashboard in headless Chromium: seconds from pressing Start until the page
+    shows a best held-out perplexity at or under the target. `threads`: the page's training process's
+    torch threads (DEEPRNN_TORCH_THREADS), else the page's default."""
+    env = {"DEEPRNN_TORCH_THREADS": str(threads)} if threads else None
+    label = PRESET_LABELS[name] if name != "fast" else None  # the page starts on the fast preset
+    with dashboard_server(env) as (url, _), training_page(url, preset(name).epochs, label) as page:
         started = time.perf_counter()  # training_page returns right after the click on Start
         best = reached = None
         while time.perf_counter() - started < budget and reached is None:
@@ -82,7 +87,8 @@ def main():
     parser.add_argument("--budget", type=float, default=30.0, help="seconds per recipe")
     parser.add_argument("--target", type=float, default=4.5, help="held-out perplexity to reach")
     parser.add_argument("--on-page", action="store_true",
-                        help="measure the fast preset on the dashboard (headless Chromium) instead")
+                        help="measure the first of --recipes (fast unless given) on the dashboard in headless Chromium")
+    parser.add_argument("--page-threads", type=int, help="with --on-page: DEEPRNN_TORCH_THREADS for the page")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
                         help="RunConfig fields to override in every recipe, e.g. weight_drop=0.5 lr=4e-3")
@@ -90,9 +96,11 @@ def main():
                         help="presets to measure (d2l: the book's recipe on the full text, 10%% held out)")
     args = parser.parse_args()
     if args.on_page:
-        r = measure_on_page(args.budget, args.target)
+        name = args.recipes[0] if args.recipes != parser.get_default("recipes") else "fast"
+        r = measure_on_page(name, args.budget, args.target, args.page_threads)
         reached = f"{r['reached_s']:.1f}" if r["reached_s"] else "not reached"
-        print(f"| the page's default (fast), from pressing Start | {reached} | best shown {r['best_val']} |")
+        threads = f"{args.page_threads} torch threads" if args.page_threads else "the page's torch threads"
+        print(f"| the {name} preset on the page, {threads}, from pressing Start | {reached} | best shown {r['best_val']} |")
         return
     torch.set_num_threads(args.threads)
     overrides = dict(parse_setting(item) for item in args.set)
