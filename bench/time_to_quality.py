@@ -54,8 +54,7 @@ def measure_on_page(name: str, budget: float, target: float, threads: int | None
     shows a best held-out perplexity at or under the target. `threads`: the page's training process's
     torch threads (DEEPRNN_TORCH_THREADS), else the page's default."""
     env = {"DEEPRNN_TORCH_THREADS": str(threads)} if threads else None
-    label = PRESET_LABELS[name] if name != "fast" else None  # the page starts on the fast preset
-    with dashboard_server(env) as (url, _), training_page(url, preset(name).epochs, label) as page:
+    with dashboard_server(env) as (url, _), training_page(url, preset(name).epochs, PRESET_LABELS[name]) as page:
         started = time.perf_counter()  # training_page returns right after the click on Start
         best = reached = None
         while time.perf_counter() - started < budget and reached is None:
@@ -100,7 +99,8 @@ def main():
         r = measure_on_page(name, args.budget, args.target, args.page_threads)
         reached = f"{r['reached_s']:.1f}" if r["reached_s"] else "not reached"
         threads = f"{args.page_threads} torch threads" if args.page_threads else "the page's torch threads"
-        print(f"| the {name} preset on the page, {threads}, from pressing Start | {reached} | best shown {r['best_val']} |")
+        print(f"| the {name} preset on the page, {threads}, from pressing Start | {reached} "
+              f"| best shown {r['best_val']} |")
         return
     torch.set_num_threads(args.threads)
     overrides = dict(parse_setting(item) for item in args.set)
