@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from deeprnn.model import CELLS, StackedRNN
+from deeprnn.model import CELLS, StackedRNN, drop
 
 
 def copy_into_stack(reference: nn.Module, model: StackedRNN) -> None:
@@ -60,3 +60,19 @@ def test_weight_drop_masks_the_recurrent_weights_only_while_training(cell):
     model.eval(), plain.eval()
     assert torch.equal(model(ids)[0], plain(ids)[0])  # no mask when evaluating or probing
     assert torch.equal(model.layers[0].weight_hh_l0, plain.layers[0].weight_hh_l0)  # the weights themselves untouched
+
+
+@pytest.mark.parametrize("p", [0.1, 0.3, 0.6])
+def test_drop_zeroes_a_fraction_p_and_scales_the_rest(p):
+    x = (torch.rand(400_000) + 1).requires_grad_()  # no zeros of its own
+    torch.manual_seed(0)
+    y = drop(x, p, training=True)
+    dropped = y == 0
+    for lane in range(4):  # each of the four 16-bit parts of a 64-bit random number is a fair draw
+        assert abs(dropped[lane::4].float().mean().item() - p) < 0.01
+    assert torch.allclose(y[~dropped], x[~dropped] / (1 - p))
+    y.sum().backward()
+    assert torch.allclose(x.grad, (~dropped).float() / (1 - p))
+    assert torch.equal(drop(x, p, training=False), x)
+    torch.manual_seed(0)
+    assert torch.equal(drop(x, p, training=True), y)  # the seed decides the mask
