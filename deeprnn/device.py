@@ -25,8 +25,14 @@ def resolve_device(name: str, distributed: bool = False) -> torch.device:
 
 
 def device_label(device: torch.device, precision: torch.dtype | None = None) -> str:
-    name = f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else device.type
-    return f"{name}, bf16" if precision == torch.bfloat16 else name
+    """The device, bf16 where used, and on the CPU the calling thread's torch threads."""
+    parts = [f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else device.type]
+    if precision == torch.bfloat16:
+        parts.append("bf16")
+    if device.type == "cpu":
+        threads = torch.get_num_threads()
+        parts.append(f"{threads} thread{'s' if threads > 1 else ''}")
+    return ", ".join(parts)
 
 
 # glibc's mallopt parameters (malloc.h)

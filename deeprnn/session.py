@@ -41,10 +41,25 @@ COMMAND_TIMEOUT_S = 2.0  # how long pause and resume wait for the run to acknowl
 # views take longer than that refreshes them less often than every `view_every_s`.
 VIEW_SHARE = 0.03
 MAX_WORKERS = int(os.environ.get("DEEPRNN_MAX_WORKERS", "4"))
-# Torch's threads for a session's workers (0 keeps torch's default); the page's training processes
-# take one, by measurement on 2 cores (bench/dashboard_overhead.py): with two, the page trained at
-# 73% of headless, whose own loop was slower with two threads than with one.
-TORCH_THREADS = int(os.environ.get("DEEPRNN_TORCH_THREADS", "1"))
+# Torch's threads for every run of a session (DEEPRNN_TORCH_THREADS); unset or 0: chosen per run by
+# `torch_threads_for`.
+TORCH_THREADS = int(os.environ.get("DEEPRNN_TORCH_THREADS", "0"))
+ALL_THREADS = torch.get_num_threads()  # torch's default, the machine's cores, before any run changes it
+# Multiply-adds of one layer's recurrent product per time step (batch x gates x hidden^2) from which a
+# run trains on all cores: on 2 cores beside the page, the best preset (2 x 512, batch 32: 33.5
+# million) trained 29% faster on two threads than on one, 2 x 384 (18.9 million) 4% faster, and
+# 2 x 256 and the fast preset slower (bench/results/time-to-quality.md, sessions 14 and 15).
+ALL_THREADS_FROM = 25_000_000
+GATE_COUNT = {"lstm": 4, "gru": 3, "rnn": 1}
+
+
+def torch_threads_for(config: RunConfig) -> int:
+    """Torch's threads for a run: one, which leaves the page's browser and server a core of their own
+    on a 2-core machine, unless the model's products are large enough to gain from all cores."""
+    if TORCH_THREADS:
+        return TORCH_THREADS
+    product = config.batch * GATE_COUNT[config.cell] * config.hidden ** 2
+    return ALL_THREADS if product >= ALL_THREADS_FROM else 1
 
 
 class SessionError(RuntimeError):
@@ -121,8 +136,6 @@ class TrainingSession:
         self.views = ViewSettings()
         # One view thread per session, shared by its runs: a restart storm queues views, never threads.
         self._view_thread = ThreadPoolExecutor(1, thread_name_prefix="deeprnn-views")
-        if TORCH_THREADS:
-            torch.set_num_threads(TORCH_THREADS)
         live_sessions.add(self)
 
     # --- commands ------------------------------------------------------------------------------
@@ -376,6 +389,8 @@ class _Worker:
         self.pending = None  # the views being computed
 
     def loop(self) -> None:
+        # In the run's own thread: each thread keeps the OpenMP thread count it first ran with.
+        torch.set_num_threads(torch_threads_for(self.run.config))
         try:
             self.trainer = Trainer(self.run.config)
             self.run.trainer = self.trainer

@@ -88,6 +88,7 @@ class Trainer:
             raise ConfigError("batch", f"must be divisible by the {self.world} processes (got {config.batch})")
         self.device = resolve_device(config.device, self.world > 1)
         self.precision = resolve_precision(config.precision, self.device)
+        self.device_label = device_label(self.device, self.precision)  # in the thread that trains
         keep_freed_memory()  # once per process: reuse freed host memory instead of faulting it in each step
         self.corpus = corpus or build_corpus(config)
         check_length(len(self.corpus.train), config.batch, config.steps)
@@ -118,10 +119,6 @@ class Trainer:
     @property
     def codec(self) -> Codec:
         return self.corpus.codec
-
-    @property
-    def device_label(self) -> str:
-        return device_label(self.device, self.precision)
 
     @property
     def parameter_count(self) -> int:

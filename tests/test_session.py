@@ -6,6 +6,7 @@ import pytest
 
 from deeprnn import session as session_mod
 from deeprnn.cli import main
+from deeprnn.config import preset
 from deeprnn.session import TrainingSession
 
 from support import wait_for
@@ -37,6 +38,19 @@ def test_waiting_for_the_first_point_returns_once_the_run_has_one(session, confi
     assert not session.snapshot().metrics
     session.wait_for_first_point(timeout=30)
     assert session.snapshot().metrics and session.snapshot().status == "running"
+
+
+def test_only_a_large_model_trains_on_all_cores(session, config, monkeypatch):
+    monkeypatch.setattr(session_mod, "ALL_THREADS", 2)
+    assert session_mod.torch_threads_for(preset("best")) == 2  # 2 x 512: the products gain from two cores
+    assert session_mod.torch_threads_for(preset("best", cell="rnn")) == 1  # one gate: a quarter of the work
+    assert session_mod.torch_threads_for(preset("fast")) == 1
+    for threshold, label in ((1, "cpu, 2 threads"), (10**12, "cpu, 1 thread")):
+        monkeypatch.setattr(session_mod, "ALL_THREADS_FROM", threshold)
+        session.start(config)
+        assert wait_for(lambda: session.snapshot().metrics and session.snapshot()).device == label
+    monkeypatch.setattr(session_mod, "TORCH_THREADS", 2)  # DEEPRNN_TORCH_THREADS decides for every run
+    assert session_mod.torch_threads_for(preset("fast")) == 2
 
 
 def test_pause_freezes_the_step_counter_and_stop_is_prompt(session, config):
