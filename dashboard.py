@@ -218,7 +218,8 @@ def status_bar(snap):
     cols[1].metric("elapsed", _duration(snap.elapsed))
     cols[2].metric("ETA", _duration(snap.eta) if snap.eta is not None and snap.active else "–")
     cols[3].metric("best held-out ppl", f"{snap.best_val_ppl:.2f}" if snap.best else "–")
-    cols[4].metric("device", snap.device)
+    device, _, detail = snap.device.partition(", ")  # "cpu, 2 threads": the name, and how it computes
+    cols[4].metric("device", device, detail or None, delta_color="off", delta_arrow="off")
     cols[5].metric("parameters", f"{snap.parameters:,}")
 
 

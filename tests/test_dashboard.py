@@ -40,6 +40,8 @@ def test_start_then_layers_three_then_learning_rate_event(app):
     rerun_until(app, lambda at: any(fig["data"] and fig["data"][0]["type"] == "scatter"
                                     and len(fig["data"][0]["x"]) >= 2 for fig in figures(at)))
     assert "LSTM x2" in title(app) and heatmap_counts(app)["hidden"] == 2
+    device = next(m for m in app.metric if m.label == "device")
+    assert (device.value, device.delta) == ("cpu", "1 thread")  # the fast preset's model is too small for two
 
     app.slider(key="layers").set_value(3).run()
     curves = figures(app)[0]  # the rerun that started the new run already draws its first point
