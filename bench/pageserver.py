@@ -54,6 +54,8 @@ def start_training(page, url: str, epochs: int, preset_label: str | None = None)
     """Open the page and press Start with this epoch budget, after choosing the preset of this label
     in the sidebar if one is given (the page starts on the fast one)."""
     page.goto(url)
+    # The page drawn first: a click on the Preset dropdown while it was still loading once opened nothing.
+    page.get_by_role("button", name="Start").wait_for()
     if preset_label:
         page.locator("[data-testid=stSelectbox]").first.click()  # the sidebar's first: Preset
         page.get_by_role("option", name=preset_label).click()
