@@ -52,7 +52,7 @@ def measure(config, budget: float, target: float) -> dict:
 def measure_on_page(name: str, budget: float, target: float, threads: int | None) -> dict:
     """A preset on the dashboard in headless Chromium: seconds from pressing Start until the page
     shows a best held-out perplexity at or under the target. `threads`: the page's training process's
-    torch threads (DEEPRNN_TORCH_THREADS), else the page's default."""
+    torch threads (DEEPRNN_TORCH_THREADS), else the page's choice by the model's size."""
     env = {"DEEPRNN_TORCH_THREADS": str(threads)} if threads else None
     with dashboard_server(env) as (url, _), training_page(url, preset(name).epochs, PRESET_LABELS[name]) as page:
         started = time.perf_counter()  # training_page returns right after the click on Start
