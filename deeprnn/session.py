@@ -26,7 +26,7 @@ from .checkpoint import checkpoint_bytes
 from .config import RunConfig
 from .generate import continue_texts
 from .history import BoundedHistory
-from .introspect import layer_saturation, trace
+from .introspect import GATES, layer_saturation, trace
 from .rundir import RunDirWriter
 from .snapshot import IDLE, Probe, Samples, Snapshot, run_name
 from .train import Diverged, Trainer
@@ -50,7 +50,6 @@ ALL_THREADS = torch.get_num_threads()  # torch's default, the machine's cores, b
 # million) trained 29% faster on two threads than on one, 2 x 384 (18.9 million) 4% faster, and
 # 2 x 256 and the fast preset slower (bench/results/time-to-quality.md, sessions 14 and 15).
 ALL_THREADS_FROM = 25_000_000
-GATE_COUNT = {"lstm": 4, "gru": 3, "rnn": 1}
 
 
 def torch_threads_for(config: RunConfig) -> int:
@@ -58,7 +57,7 @@ def torch_threads_for(config: RunConfig) -> int:
     on a 2-core machine, unless the model's products are large enough to gain from all cores."""
     if TORCH_THREADS:
         return TORCH_THREADS
-    product = config.batch * GATE_COUNT[config.cell] * config.hidden ** 2
+    product = config.batch * len(GATES[config.cell]) * config.hidden ** 2
     return ALL_THREADS if product >= ALL_THREADS_FROM else 1
 
 
