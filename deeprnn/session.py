@@ -61,6 +61,17 @@ def torch_threads_for(config: RunConfig) -> int:
     return ALL_THREADS if product >= ALL_THREADS_FROM else 1
 
 
+def view_thread() -> ThreadPoolExecutor:
+    """The thread that computes a session's views, on one torch thread.
+
+    With more, the views form a second OpenMP team beside the run's; once GNU OpenMP manages more
+    threads than there are cores, its threads stop spinning between parallel regions and sleep, so
+    every one of the run's products waits for a wake-up. The best preset on 2 threads then kept 1.6
+    cores busy, not 2, and trained at 75% of the CLI's speed (bench/results/dashboard-overhead.md)."""
+    return ThreadPoolExecutor(1, thread_name_prefix="deeprnn-views", initializer=torch.set_num_threads,
+                              initargs=(1,))
+
+
 class SessionError(RuntimeError):
     pass
 
@@ -134,7 +145,7 @@ class TrainingSession:
         self._active_id: int | None = None
         self.views = ViewSettings()
         # One view thread per session, shared by its runs: a restart storm queues views, never threads.
-        self._view_thread = ThreadPoolExecutor(1, thread_name_prefix="deeprnn-views")
+        self._view_thread = view_thread()
         live_sessions.add(self)
 
     # --- commands ------------------------------------------------------------------------------
@@ -235,7 +246,7 @@ class TrainingSession:
                 run.commands.put(("stop", None))
                 run.thread.join(STOP_TIMEOUT_S)
         self._view_thread.shutdown(wait=False, cancel_futures=True)
-        self._view_thread = ThreadPoolExecutor(1, thread_name_prefix="deeprnn-views")  # no thread until used
+        self._view_thread = view_thread()  # no thread until used
 
     # --- reading ---------------------------------------------------------------------------------
     def snapshot(self) -> Snapshot:

@@ -3,6 +3,7 @@ import time
 
 import pandas as pd
 import pytest
+import torch
 
 from deeprnn import session as session_mod
 from deeprnn.cli import main
@@ -51,6 +52,27 @@ def test_only_a_large_model_trains_on_all_cores(session, config, monkeypatch):
         assert wait_for(lambda: session.snapshot().metrics and session.snapshot()).device == label
     monkeypatch.setattr(session_mod, "TORCH_THREADS", 2)  # DEEPRNN_TORCH_THREADS decides for every run
     assert session_mod.torch_threads_for(preset("fast")) == 2
+
+
+def test_views_keep_to_one_thread_beside_a_run_on_two(session, config, monkeypatch):
+    # Views on the run's two threads would form a second OpenMP team beside the run's, and GNU OpenMP's
+    # threads would then sleep between the run's products: the best preset trained at 75% of its speed.
+    monkeypatch.setattr(session_mod, "ALL_THREADS", 2)
+    monkeypatch.setattr(session_mod, "ALL_THREADS_FROM", 1)
+    threads = {"views": set(), "run": set()}
+
+    def counting(function, where):
+        def counted(*args, **kwargs):
+            threads[where].add(torch.get_num_threads())
+            return function(*args, **kwargs)
+        return counted
+
+    monkeypatch.setattr(session_mod, "compute_views", counting(session_mod.compute_views, "views"))
+    monkeypatch.setattr(session_mod.Trainer, "report", counting(session_mod.Trainer.report, "run"))
+    session.start(config)
+    probed = wait_for(lambda: session.snapshot().probe).step
+    wait_for(lambda: session.snapshot().probe.step > probed)  # views refreshed while the run trained
+    assert threads == {"views": {1}, "run": {2}}
 
 
 def test_pause_freezes_the_step_counter_and_stop_is_prompt(session, config):
