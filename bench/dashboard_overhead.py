@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""What the page costs training: tokens per wall-clock second of the fast preset, headless (the
-CLI's training loop) against the dashboard open in headless Chromium, streaming every view.
+"""What the page costs training: tokens per wall-clock second of a preset (the fast one unless told),
+headless (the CLI's training loop) against the dashboard open in headless Chromium, streaming every view.
 
     python bench/dashboard_overhead.py --seconds 20 --rounds 4 --threads 1 2
+    python bench/dashboard_overhead.py --preset best --threads 0
 
-For each torch thread count, one `streamlit run` server (DEEPRNN_TORCH_THREADS set) with the page open
+For each torch thread count, one `streamlit run` server (DEEPRNN_TORCH_THREADS set; 0: the page's own
+choice for the preset, which the headless runs then use too) with the page open
 and every view on screen: headless windows (the CLI's loop in a subprocess, the page's run paused)
 take turns with page windows, and each page window is compared with the mean of the headless windows
 on either side, since the shared machine's speed drifts from minute to minute. Needs Debian's
@@ -19,16 +21,19 @@ import sys
 import time
 
 from pageserver import ROOT, child_pids, chromium_pids, cpu_seconds, dashboard_server, training_page
+from deeprnn.config import preset
+from deeprnn.controls import PRESET_LABELS
+from deeprnn.session import torch_threads_for
 
 
-def headless_tokens_per_s(seconds: float, threads: int) -> float:
+def headless_tokens_per_s(name: str, seconds: float, threads: int) -> float:
     """The CLI's loop (Trainer.steps, held-out evaluations included) timed by the wall clock."""
     code = f"""
 import time, torch
 torch.set_num_threads({threads})
 from deeprnn.config import preset
 from deeprnn.train import Trainer
-trainer = Trainer(preset("fast", epochs=1000))
+trainer = Trainer(preset({name!r}, epochs=1000))
 steps = trainer.steps()
 for _ in range(20):
     next(steps)
@@ -44,23 +49,24 @@ print((trainer.tokens - tokens) / (time.perf_counter() - start))
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def interleaved(seconds: float, threads: int, rounds: int) -> dict:
+def interleaved(name: str, seconds: float, threads: int, rounds: int) -> dict:
     """Headless and page windows taking turns on one page: the page's run is paused while a headless
     run trains, so both see the same minutes of the shared machine, whose speed drifts by tens of
     percent from one minute to the next. Per page window: tokens/s and the CPU seconds per second of
     the server (training included) and of Chromium; at the end, Layers to the new run's first point."""
     headless, windows = [], []
+    headless_threads = threads or torch_threads_for(preset(name))
     with dashboard_server({"DEEPRNN_TORCH_THREADS": str(threads)}) as (url, server), \
-            training_page(url, 1000) as page:
+            training_page(url, 1000, PRESET_LABELS[name]) as page:
         wait_for_tokens(page, minimum=1)
         for _ in range(rounds):
             press(page, "Pause", "paused")
-            headless.append(headless_tokens_per_s(seconds, threads))
+            headless.append(headless_tokens_per_s(name, seconds, headless_threads))
             press(page, "Resume", "running")
             time.sleep(2)  # past the resumption
             windows.append(page_window(page, server.pid, seconds))
         press(page, "Pause", "paused")
-        headless.append(headless_tokens_per_s(seconds, threads))
+        headless.append(headless_tokens_per_s(name, seconds, headless_threads))
         press(page, "Resume", "running")
         return {"headless": headless, "windows": windows, "layers_s": layers_to_first_point(page)}
 
@@ -138,14 +144,17 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20, help="length of each window")
     parser.add_argument("--rounds", type=int, default=4, help="page windows per thread count")
-    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2],
+                        help="DEEPRNN_TORCH_THREADS of each page; 0: the page's choice for the preset")
+    parser.add_argument("--preset", default="fast", choices=sorted(PRESET_LABELS))
     args = parser.parse_args()
-    print(f"fast preset, {args.seconds:g} s windows, {os.cpu_count()} cores")
+    print(f"{args.preset} preset, {args.seconds:g} s windows, {os.cpu_count()} cores")
     print("| torch threads | round | headless tokens/s, before / after | page open tokens/s | page / headless | "
           "server CPU | training process CPU | chromium CPU |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for threads in args.threads:
-        result = interleaved(args.seconds, threads, args.rounds)
+        result = interleaved(args.preset, args.seconds, threads, args.rounds)
+        threads = threads or f"the page's choice ({torch_threads_for(preset(args.preset))})"
         ratios = []
         for i, window in enumerate(result["windows"]):
             before, after = result["headless"][i:i + 2]
