@@ -170,7 +170,7 @@ class TrainingSession:
         """Return once the active run has a report point or has ended, or after `timeout` seconds.
 
         The page waits here after starting a run, so the rerun that follows draws the run with its
-        first point instead of leaving it to the next refresh of the live views, up to a second later."""
+        first point instead of leaving it to the next refresh of the live views, up to two seconds later."""
         self._wait_until(lambda snapshot: snapshot.metrics or not snapshot.active, timeout)
 
     def pause(self, timeout: float = COMMAND_TIMEOUT_S) -> None:
@@ -407,7 +407,8 @@ class _Worker:
             if self.run.run_dir:
                 self.writer = RunDirWriter(self.run.run_dir, self.trainer)
             self.status = "running"
-            self.refresh_views()
+            # No views yet: on a large model they would share the cores with the first step and
+            # delay the first point; the first report starts them.
             self.publish()
             self.train()
         except Exception as err:  # any failure ends the run visibly, never silently
