@@ -66,7 +66,9 @@ def start_run():
     try:
         config = ctl.config_from_values(dict(state), text)
         session.start(config, ctl.run_dir_for(state.write_dir, config) if state.write_dir else None)
-        session.wait_for_first_point(timeout=1.0)
+        # Long enough for the first step of the best preset's model beside the page (its first point
+        # came 1.5 to 1.8 s after the start on 2 cores); a small model's comes within a fraction of that.
+        session.wait_for_first_point(timeout=2.5)
     except (ConfigError, SessionError, CorpusError, TooShortError) as err:
         state.flash = str(err)
 
