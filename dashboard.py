@@ -175,8 +175,8 @@ if notice := state.pop("notice", None):
 
 @st.fragment(run_every=2.0)
 def live_status():
-    """The status line, every 2 s like the views below it: every fragment run costs the browser a
-    render cycle, and a 1 s cadence took 0.06-0.07 of a core more from the cores the training runs on."""
+    """The status line, every 2 s: every fragment run costs the browser a render cycle, and a 1 s
+    cadence took 0.06-0.07 of a core more from the cores the training runs on."""
     snap = current_snapshot()
     if state.watch_dir:
         st.info(f"Watching the run directory `{state.watch_dir}` (read-only). Clear the field to train here.")
@@ -190,12 +190,16 @@ def live_status():
                 "model's own writing appear here as it trains.")
 
 
-@st.fragment(run_every=2.0)
+# The curves and the probe views redraw every 2 s, or every 4 s while the run trains on all of a CPU's
+# cores: each redraw costs the browser's plotting, which shares the machine's cores with the training.
+views_every_s = ctl.views_every_s(session.snapshot())
+
+
+@st.fragment(run_every=views_every_s)
 def live_views():
-    """The curves and the samples, every 2 s: each redraw costs the browser's plotting, which shares the
-    machine's cores with the training. Drawn before the first Start too, empty: the browser then loads
-    and sets up its plotting while the page waits, not in the seconds after Start, when it had held
-    back the first curve points by 2 to 4 s."""
+    """The curves and the samples. Drawn before the first Start too, empty: the browser then loads and
+    sets up its plotting while the page waits, not in the seconds after Start, when it had held back the
+    first curve points by 2 to 4 s."""
     snap = current_snapshot()
     curves_col, samples_col = st.columns([3, 2], gap="large")
     with curves_col:
@@ -279,10 +283,10 @@ live_status()
 live_views()
 
 
-@st.fragment(run_every=2.0)
+@st.fragment(run_every=views_every_s)
 def probe_views():
-    """The views of the probe text, redrawn as often as the session refreshes the probe (at most every
-    2 s): a 1 s fragment would send the same figures again every other second."""
+    """The views of the probe text, redrawn about as often as the session refreshes the probe (at most
+    every 2 s): a 1 s fragment would send the same figures again every other second."""
     snap = current_snapshot()
     if snap.status == "idle":
         return

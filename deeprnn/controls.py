@@ -12,7 +12,8 @@ import torch
 
 from .config import PRESETS, RunConfig, preset
 from .corpus import MAX_TEXT_BYTES, CorpusError, decode_text
-from .session import ViewSettings
+from .session import ViewSettings, torch_threads_for
+from .snapshot import Snapshot
 
 # The book's recipe comes first in the selector; the page starts on the fast one.
 PRESET_LABELS = {"d2l": "The book: 2-layer LSTM, 256 hidden, SGD lr 2",
@@ -92,6 +93,20 @@ def devices_found() -> dict:
     if torch.backends.mps.is_available():
         found["mps"] = "Apple MPS"
     return found
+
+
+# Seconds between the page's redraws of its curves and probe views. Each redraw takes the browser a
+# share of the CPU; while a run trains on all of a CPU's cores, that share is the training's: on 2 cores
+# the best preset trained about 10% faster with redraws every 4 s (bench/results/dashboard-overhead.md).
+VIEWS_EVERY_S, VIEWS_EVERY_S_ON_ALL_CORES = 2.0, 4.0
+
+
+def views_every_s(snap: Snapshot) -> float:
+    """How often the page redraws its views while this run is the one shown."""
+    config = snap.config if snap.active else None
+    on_cpu = config is not None and (config.device == "cpu" or (config.device == "auto" and
+                                                                set(devices_found()) == {"auto", "cpu"}))
+    return VIEWS_EVERY_S_ON_ALL_CORES if on_cpu and torch_threads_for(config) > 1 else VIEWS_EVERY_S
 
 
 def format_lr(value: float) -> str:

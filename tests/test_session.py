@@ -1,14 +1,17 @@
 import io
 import time
+from dataclasses import replace
 
 import pandas as pd
 import pytest
 import torch
 
+from deeprnn import controls
 from deeprnn import session as session_mod
 from deeprnn.cli import main
 from deeprnn.config import preset
 from deeprnn.session import TrainingSession
+from deeprnn.snapshot import IDLE
 
 from support import wait_for
 
@@ -52,6 +55,21 @@ def test_only_a_large_model_trains_on_all_cores(session, config, monkeypatch):
         assert wait_for(lambda: session.snapshot().metrics and session.snapshot()).device == label
     monkeypatch.setattr(session_mod, "TORCH_THREADS", 2)  # DEEPRNN_TORCH_THREADS decides for every run
     assert session_mod.torch_threads_for(preset("fast")) == 2
+
+
+def test_the_page_redraws_less_often_while_a_run_trains_on_all_cores(monkeypatch):
+    monkeypatch.setattr(session_mod, "ALL_THREADS", 2)
+
+    def every_s(status, **config):
+        return controls.views_every_s(replace(IDLE, status=status, config=preset("best", **config)))
+
+    assert every_s("running") == every_s("paused") == 4.0  # 2 x 512: trains on both cores
+    assert every_s("running", device="cpu") == 4.0
+    assert every_s("running", hidden=256) == 2.0  # one thread: the browser has the other core
+    assert every_s("finished") == controls.views_every_s(IDLE) == 2.0  # nothing trains
+    assert every_s("running", device="cuda") == 2.0
+    monkeypatch.setattr(controls, "devices_found", lambda: {"auto": "auto", "cpu": "CPU", "cuda": "CUDA: H200"})
+    assert every_s("running") == 2.0  # auto picks the GPU
 
 
 def test_views_keep_to_one_thread_beside_a_run_on_two(session, config, monkeypatch):
