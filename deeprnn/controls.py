@@ -97,7 +97,7 @@ def devices_found() -> dict:
 
 # Seconds between the page's redraws of its curves and probe views. Each redraw takes the browser a
 # share of the CPU; while a run trains on all of a CPU's cores, that share is the training's: on 2 cores
-# the best preset trained about 10% faster with redraws every 4 s (bench/results/dashboard-overhead.md).
+# the best preset trained about 5% faster with redraws every 4 s (bench/results/dashboard-overhead.md).
 VIEWS_EVERY_S, VIEWS_EVERY_S_ON_ALL_CORES = 2.0, 4.0
 
 
