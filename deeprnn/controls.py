@@ -12,6 +12,7 @@ import torch
 
 from .config import PRESETS, RunConfig, preset
 from .corpus import MAX_TEXT_BYTES, CorpusError, decode_text
+from .device import device_kind
 from .session import ViewSettings, torch_threads_for
 from .snapshot import Snapshot
 
@@ -104,8 +105,7 @@ VIEWS_EVERY_S, VIEWS_EVERY_S_ON_ALL_CORES = 2.0, 4.0
 def views_every_s(snap: Snapshot) -> float:
     """How often the page redraws its views while this run is the one shown."""
     config = snap.config if snap.active else None
-    on_cpu = config is not None and (config.device == "cpu" or (config.device == "auto" and
-                                                                set(devices_found()) == {"auto", "cpu"}))
+    on_cpu = config is not None and device_kind(config.device) == "cpu"
     return VIEWS_EVERY_S_ON_ALL_CORES if on_cpu and torch_threads_for(config) > 1 else VIEWS_EVERY_S
 
 

@@ -11,11 +11,17 @@ import torch
 from .config import ConfigError
 
 
+def device_kind(name: str) -> str:
+    """The kind of device a run's `device` names: `auto` is CUDA, then Apple's MPS, then the CPU."""
+    if name != "auto":
+        return name
+    return "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+
+
 def resolve_device(name: str, distributed: bool = False) -> torch.device:
-    """`auto` picks CUDA, then Apple's MPS, then the CPU; under torchrun, this process's GPU."""
+    """The device of `device_kind`; under torchrun, this process's GPU."""
     cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
-    if name == "auto":
-        name = "cuda" if cuda else "mps" if mps else "cpu"
+    name = device_kind(name)
     if (name == "cuda" and not cuda) or (name == "mps" and not mps):
         raise ConfigError("device", f"is {name}, but no {name.upper()} device is available here")
     if name == "cuda":
