@@ -53,7 +53,8 @@ def interleaved(name: str, seconds: float, threads: int, rounds: int) -> dict:
     """Headless and page windows taking turns on one page: the page's run is paused while a headless
     run trains, so both see the same minutes of the shared machine, whose speed drifts by tens of
     percent from one minute to the next. Per page window: tokens/s and the CPU seconds per second of
-    the server (training included) and of Chromium; at the end, Layers to the new run's first point."""
+    the server (training included) and of Chromium; at the end, Layers to the new run's first point, and
+    the headless runs' torch threads."""
     headless, windows = [], []
     headless_threads = threads or torch_threads_for(preset(name))
     with dashboard_server({"DEEPRNN_TORCH_THREADS": str(threads)}) as (url, server), \
@@ -68,7 +69,8 @@ def interleaved(name: str, seconds: float, threads: int, rounds: int) -> dict:
         press(page, "Pause", "paused")
         headless.append(headless_tokens_per_s(name, seconds, headless_threads))
         press(page, "Resume", "running")
-        return {"headless": headless, "windows": windows, "layers_s": layers_to_first_point(page)}
+        return {"headless": headless, "windows": windows, "layers_s": layers_to_first_point(page),
+                "threads": headless_threads}
 
 
 def press(page, button: str, status: str) -> None:
@@ -154,7 +156,7 @@ def main():
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for threads in args.threads:
         result = interleaved(args.preset, args.seconds, threads, args.rounds)
-        threads = threads or f"the page's choice ({torch_threads_for(preset(args.preset))})"
+        threads = threads or f"the page's choice ({result['threads']})"
         ratios = []
         for i, window in enumerate(result["windows"]):
             before, after = result["headless"][i:i + 2]
