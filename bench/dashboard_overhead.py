@@ -7,8 +7,8 @@ headless (the CLI's training loop) against the dashboard open in headless Chromi
 
 For each torch thread count, one `streamlit run` server (DEEPRNN_TORCH_THREADS set; 0: the page's own
 choice for the preset, which the headless runs then use too) with the page open
-and every view on screen: headless windows (the CLI's loop in a subprocess, the page's run paused)
-take turns with page windows, and each page window is compared with the mean of the headless windows
+and every view on screen: headless windows (the CLI's loop in a subprocess, the page's run paused and
+its browser tab stopped) take turns with page windows, and each page window is compared with the mean of the headless windows
 on either side, since the shared machine's speed drifts from minute to minute. Needs Debian's
 chromium and playwright.
 """
@@ -20,7 +20,8 @@ import subprocess
 import sys
 import time
 
-from pageserver import ROOT, child_pids, chromium_pids, cpu_seconds, dashboard_server, training_page
+from pageserver import (ROOT, child_pids, chromium_pids, cpu_seconds, dashboard_server, renderers_stopped, text_changes,
+                        training_page, watch_text)
 from deeprnn.config import preset
 from deeprnn.controls import PRESET_LABELS
 from deeprnn.session import torch_threads_for
@@ -61,16 +62,22 @@ def interleaved(name: str, seconds: float, threads: int, rounds: int) -> dict:
             training_page(url, 1000, PRESET_LABELS[name]) as page:
         wait_for_tokens(page, minimum=1)
         for _ in range(rounds):
-            press(page, "Pause", "paused")
-            headless.append(headless_tokens_per_s(name, seconds, headless_threads))
-            press(page, "Resume", "running")
+            headless.append(headless_window(page, name, seconds, headless_threads))
             time.sleep(2)  # past the resumption
             windows.append(page_window(page, server.pid, seconds))
-        press(page, "Pause", "paused")
-        headless.append(headless_tokens_per_s(name, seconds, headless_threads))
-        press(page, "Resume", "running")
+        headless.append(headless_window(page, name, seconds, headless_threads))
         return {"headless": headless, "windows": windows, "layers_s": layers_to_first_point(page),
                 "threads": headless_threads}
+
+
+def headless_window(page, name: str, seconds: float, threads: int) -> float:
+    """Headless tokens/s with the page's run paused and its browser tab stopped, so that the CLI's
+    loop has the machine to itself."""
+    press(page, "Pause", "paused")
+    with renderers_stopped():
+        tokens_per_s = headless_tokens_per_s(name, seconds, threads)
+    press(page, "Resume", "running")
+    return tokens_per_s
 
 
 def press(page, button: str, status: str) -> None:
@@ -92,21 +99,13 @@ def page_window(page, server_pid: int, seconds: float) -> dict:
             **{name: (cpu_seconds(pids()) - before[name]) / elapsed for name, pids in groups.items()}}
 
 
-# The status line's progress text and the browser's clock when it was read, without a layout pass.
-PROGRESS = "[Date.now() / 1000, document.querySelector('[data-testid=\"stProgress\"]')?.textContent ?? '']"
-
-
 def token_changes(page, seconds: float) -> list[tuple[float, int]]:
-    """(time, tokens) at each change of the page's token count within `seconds`. The page redraws it
-    every 2 s, so a reading at a set time can be up to 2 s old, 13% of a 15 s window; read as it
-    changes, it is at most one report (0.5 s) old."""
-    readings, deadline = [], time.time() + seconds
-    while time.time() < deadline:
-        stamp, text = page.evaluate(PROGRESS)
-        tokens = parse_tokens(text)
-        if not readings or tokens != readings[-1][1]:
-            readings.append((stamp, tokens))
-        time.sleep(0.05)
+    """(time, tokens) at each change of the page's token count within `seconds`, recorded in the page
+    as it changes: the page redraws it every 2 s, so a reading at a set time could be up to 2 s old, 13%
+    of a 15 s window."""
+    watch_text(page, '[data-testid="stProgress"]')
+    time.sleep(seconds)
+    readings = [(stamp, parse_tokens(text)) for stamp, text in text_changes(page)]
     if len(readings) < 3:
         raise RuntimeError(f"the page's token count changed {len(readings) - 1} times in {seconds:g} s")
     return readings[1:]  # the first reading's age is unknown

@@ -2,6 +2,7 @@
 benchmarks and the browser tests."""
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -82,6 +83,37 @@ def training_page(url: str, epochs: int, preset_label: str | None = None):
             browser.close()
 
 
+# --- watching the page from inside it ---------------------------------------------------------------
+# Asking the page from here ten or twenty times a second (page.inner_text, page.evaluate) cost Chromium,
+# playwright's driver and this process up to 0.2 of a core, taken from the training being measured. A
+# MutationObserver in the page records each change with the browser's clock instead, and the benchmark
+# reads the record when it wants it.
+WATCH_TEXT = """([selector, containing]) => {
+    const changes = window.deeprnnTextChanges = [];
+    const record = () => {
+        const found = [...document.querySelectorAll(selector)].find(el => el.textContent.includes(containing));
+        const text = found?.textContent;
+        if (text !== undefined && (!changes.length || changes.at(-1)[1] !== text)) changes.push([Date.now() / 1000, text]);
+    };
+    window.deeprnnWatch?.disconnect();  // one watch at a time
+    window.deeprnnWatch = new MutationObserver(record);
+    window.deeprnnWatch.observe(document.body, {subtree: true, childList: true, characterData: true});
+    record();
+    return Date.now() / 1000;
+}"""
+
+
+def watch_text(page, selector: str, containing: str = "") -> float:
+    """Starts recording each change of the text of the first element that matches `selector` and
+    contains `containing`; returns the browser's clock (seconds) at the start."""
+    return page.evaluate(WATCH_TEXT, [selector, containing])
+
+
+def text_changes(page) -> list[tuple[float, str]]:
+    """(browser clock, text) at each change since watch_text, the first being the text it found."""
+    return [tuple(change) for change in page.evaluate("window.deeprnnTextChanges")]
+
+
 # --- watching the processes, from /proc ------------------------------------------------------------
 def process_status(pid: int) -> tuple[float, int]:
     """(resident MB, threads) of a process."""
@@ -98,6 +130,26 @@ def stat_fields(pid: int) -> list[str]:
 def chromium_pids() -> list[int]:
     """Every chromium process on the machine (the benchmark's browser is the only one running)."""
     return _pids_where(lambda pid: Path(f"/proc/{pid}/comm").read_text().startswith("chromium"))
+
+
+def renderer_pids() -> list[int]:
+    """Chromium's renderers, the processes that run the pages' scripts and draw them."""
+    return [pid for pid in chromium_pids() if "--type=renderer" in Path(f"/proc/{pid}/cmdline").read_text()]
+
+
+@contextlib.contextmanager
+def renderers_stopped():
+    """Chromium's renderers stopped (SIGSTOP) until the block ends. A paused page still redraws its
+    views, which took Chromium 0.13 to 0.2 of a core. The browser process and its network service keep
+    running and keep the page's websocket, and so its session and training process, alive."""
+    pids = renderer_pids()
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
 
 
 def child_pids(pid: int) -> list[int]:
