@@ -6,11 +6,11 @@ headless (the CLI's training loop) against the dashboard open in headless Chromi
     python bench/dashboard_overhead.py --preset best --threads 0
 
 For each torch thread count, one `streamlit run` server (DEEPRNN_TORCH_THREADS set; 0: the page's own
-choice for the preset, which the headless runs then use too) with the page open
-and every view on screen: headless windows (the CLI's loop in a subprocess, the page's run paused and
-its browser tab stopped) take turns with page windows, and each page window is compared with the mean of the headless windows
-on either side, since the shared machine's speed drifts from minute to minute. Needs Debian's
-chromium and playwright.
+choice for the preset, which the headless runs then use too) with the page open and every view on
+screen: headless windows (the CLI's loop in a subprocess, the page's run paused and its browser tab
+stopped) take turns with page windows, and each page window is compared with the mean of the headless
+windows on either side, since the shared machine's speed drifts from minute to minute. The page is read
+from inside it (see pageserver.watch_text). Needs Debian's chromium and playwright.
 """
 import argparse
 import os

@@ -93,7 +93,9 @@ WATCH_TEXT = """([selector, containing]) => {
     const record = () => {
         const found = [...document.querySelectorAll(selector)].find(el => el.textContent.includes(containing));
         const text = found?.textContent;
-        if (text !== undefined && (!changes.length || changes.at(-1)[1] !== text)) changes.push([Date.now() / 1000, text]);
+        if (text !== undefined && (!changes.length || changes.at(-1)[1] !== text)) {
+            changes.push([Date.now() / 1000, text]);
+        }
     };
     window.deeprnnWatch?.disconnect();  // one watch at a time
     window.deeprnnWatch = new MutationObserver(record);
