@@ -131,12 +131,16 @@ def stat_fields(pid: int) -> list[str]:
 
 def chromium_pids() -> list[int]:
     """Every chromium process on the machine (the benchmark's browser is the only one running)."""
-    return _pids_where(lambda pid: Path(f"/proc/{pid}/comm").read_text().startswith("chromium"))
+    return _pids_where(_is_chromium)
 
 
 def renderer_pids() -> list[int]:
     """Chromium's renderers, the processes that run the pages' scripts and draw them."""
-    return [pid for pid in chromium_pids() if "--type=renderer" in Path(f"/proc/{pid}/cmdline").read_text()]
+    return _pids_where(lambda pid: _is_chromium(pid) and "--type=renderer" in Path(f"/proc/{pid}/cmdline").read_text())
+
+
+def _is_chromium(pid: int) -> bool:
+    return Path(f"/proc/{pid}/comm").read_text().startswith("chromium")
 
 
 @contextlib.contextmanager
