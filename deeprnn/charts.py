@@ -52,8 +52,8 @@ def curves_figure(snapshot, x: str = "tokens", metric: str = "ppl", log_y: bool 
 
 
 def _value_axis(title: str, log_y: bool) -> dict:
-    """A perplexity or loss axis. On a log axis spanning more than a decade plotly labels 20 and 30
-    as single small digits "2" and "3"; "complete" writes them out."""
+    """A value axis (perplexity, loss, gradient norm). On a log axis spanning more than a decade plotly
+    labels 20 and 30, or 0.02 and 0.05, as single small digits "2", "3", "5"; "complete" writes them out."""
     if not log_y:
         return dict(title=dict(text=title), type="linear")
     return dict(title=dict(text=title), type="log", minorloglabels="complete")
@@ -237,7 +237,7 @@ def gradient_figure(metrics) -> go.Figure:
                             line=dict(color=color))
             fig.add_scatter(x=steps, y=[r["grad_hh"][layer] for r in rows], name=f"layer {layer + 1} recurrent",
                             line=dict(color=color, dash="dash"))
-    fig.update_layout(xaxis_title="step", yaxis=dict(title="gradient norm", type="log"), height=340,
+    fig.update_layout(xaxis_title="step", yaxis=_value_axis("gradient norm", log_y=True), height=340,
                       margin=dict(l=10, r=10, t=30, b=10), uirevision="gradients")
     return fig
 
