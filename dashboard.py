@@ -331,6 +331,9 @@ def interpretable_units(probe):
     except introspect.PatternError as err:
         st.warning(str(err))
         ranked = []
+    if ranked and pattern != state.get("finder_shown_pattern"):  # a new question starts at its best answer
+        state.unit_layer, state.unit_index = ranked[0]["layer"], ranked[0]["unit"]
+    state.finder_shown_pattern = pattern
     picked = state.get("finder_table")
     rows = picked.selection.rows if picked else []
     if ranked and rows and rows != state.get("finder_applied"):
