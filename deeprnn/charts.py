@@ -48,7 +48,8 @@ def curves_figure(snapshot, x: str = "tokens", metric: str = "ppl", log_y: bool 
         xaxis=dict(title=dict(text=X_AXES[x]), showticklabels=scaled),
         yaxis=dict(_value_axis(title, log_y), showticklabels=scaled),
         shapes=lines, annotations=labels, uirevision=f"curves-{x}-{metric}-{log_y}", height=340,
-        margin=dict(l=10, r=10, t=30, b=10), legend=dict(orientation="h", y=1.08, x=0), hovermode="x unified"))
+        margin=dict(l=10, r=10, t=50, b=10), legend=dict(orientation="h", yanchor="bottom", y=1.07, x=0),
+        hovermode="x unified"))
 
 
 def _value_axis(title: str, log_y: bool) -> dict:
@@ -68,19 +69,36 @@ def _event_x(snapshot, step: int, x: str):
 
 
 def _event_marks(snapshot, x: str) -> tuple[list, list]:
-    """A dotted vertical line and a label over it for each event (lr change, clip, divergence)."""
-    lines, labels = [], []
+    """A dotted vertical line for each event (lr change, clip, divergence) and labels over them. A
+    slider stepped through values makes a burst of events whose labels would print over each other,
+    so a label also speaks for the older events less than LABEL_GAP to its left: it shows the newest
+    value of each kind among them."""
+    marks = []
     for event in snapshot.events:
         at = _event_x(snapshot, event["step"], x)
-        if at is None:
-            continue
-        label = {"lr": f"lr {event['value']:g}", "clip": f"clip {event['value']:g}",
-                 "temperature": f"T {event['value']:g}", "diverged": "diverged"}.get(event["kind"], event["kind"])
-        lines.append(dict(type="line", x0=at, x1=at, xref="x", y0=0, y1=1, yref="y domain",
-                          line=dict(color="#888", dash="dot", width=1)))
-        labels.append(dict(x=at, y=1, yref="paper", text=label, showarrow=False, yanchor="bottom",
-                           font=dict(size=10, color="#555")))
+        if at is not None:
+            marks.append((at, event["kind"], _event_label(event)))
+    lines = [dict(type="line", x0=at, x1=at, xref="x", y0=0, y1=1, yref="y domain",
+                  line=dict(color="#888", dash="dot", width=1)) for at, _, _ in marks]
+    gap = LABEL_GAP * (snapshot.metrics[-1][x] if snapshot.metrics else 0)
+    spoken = []  # [x, {kind: label}], newest first
+    for at, kind, label in reversed(marks):
+        if spoken and spoken[-1][0] - at <= gap:
+            spoken[-1][1].setdefault(kind, label)
+        else:
+            spoken.append([at, {kind: label}])
+    labels = [dict(x=at, y=1, yref="paper", text=", ".join(reversed(texts.values())), showarrow=False,
+                   yanchor="bottom", font=dict(size=10, color="#555")) for at, texts in reversed(spoken)]
     return lines, labels
+
+
+# As a fraction of the x axis: about the width of a label ("lr 0.005") on the page's curves chart.
+LABEL_GAP = 0.08
+
+
+def _event_label(event) -> str:
+    return {"lr": f"lr {event['value']:g}", "clip": f"clip {event['value']:g}", "temperature": f"T {event['value']:g}",
+            "diverged": "diverged"}.get(event["kind"], event["kind"])
 
 
 def _best_marker(snapshot, x: str, val_key: str) -> list:

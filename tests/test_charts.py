@@ -45,6 +45,18 @@ def test_curves_draw_train_and_held_out_marking_the_kept_best_and_the_events():
     assert fig.layout.yaxis.type == "linear"
 
 
+def test_labels_of_close_events_merge_into_the_newest_one_and_every_event_keeps_its_line():
+    """Stepping the lr slider through values in a few steps printed their labels over each other."""
+    metrics = [report(step, 5.0) for step in range(1, 101)]  # 100,000 tokens: labels 8,000 apart at least
+    burst = [{"step": 50 + i, "kind": "lr", "value": v} for i, v in enumerate([0.1, 0.2, 0.5, 1.0])]
+    events = [{"step": 10, "kind": "lr", "value": 0.01}, {"step": 40, "kind": "lr", "value": 0.02}, *burst,
+              {"step": 55, "kind": "clip", "value": 2.0}, {"step": 90, "kind": "lr", "value": 0.05}]
+    fig = charts.curves_figure(run_snapshot(metrics, events=events))
+    assert [(a.text, a.x) for a in fig.layout.annotations] == [
+        ("lr 0.01", 10_000), ("lr 0.02", 40_000), ("lr 1, clip 2", 55_000), ("lr 0.05", 90_000)]
+    assert len(fig.layout.shapes) == len(events)
+
+
 def test_log_axes_write_the_labels_between_decades_in_full():
     """Plotly's default labels 20 and 30 on a log axis as "2" and "3", which reads as a wrong scale."""
     spanning = run_snapshot([report(1, 27.0), report(2, 4.0)])
