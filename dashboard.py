@@ -357,8 +357,17 @@ probe_views()
 
 
 @st.fragment(run_every=5.0)
-def comparison():
-    runs = [r for r in session.runs() if r.config is not None]
+def all_runs():
+    """Every run of this tab, compared and managed; redrawn every 5 s so that each run's status and
+    its kept best weights follow the run (drawn with the page only, they kept a replaced run "running"
+    and "Best weights" disabled until the next click)."""
+    runs = session.runs()
+    comparison([r for r in runs if r.config is not None])
+    if runs:
+        manage(runs)
+
+
+def comparison(runs):
     if not runs:
         return
     st.subheader("Compare runs")
@@ -373,13 +382,12 @@ def comparison():
         st.dataframe(charts.comparison_table(shown), hide_index=True, width="stretch")
 
 
-comparison()
-
-runs = session.runs()
-if runs:
+def manage(runs):
     with st.expander("Export and manage runs"):
         labels = {r.run_id: f"#{r.run_id} {r.name} ({r.status})" for r in runs}
-        run_id = st.selectbox("Run", list(labels), index=len(labels) - 1, format_func=labels.get, key="export_run")
+        if state.get("manage_seen") != list(labels):  # a run started or was deleted: the newest is the one wanted
+            state.export_run, state.manage_seen = runs[-1].run_id, list(labels)
+        run_id = st.selectbox("Run", list(labels), format_func=labels.get, key="export_run")
         csv_col, ckpt_col, best_col, delete_col, clear_col = st.columns(5)
         csv_col.download_button("Metrics CSV", data=lambda: session.export_csv(run_id),
                                 file_name=f"deeprnn-run{run_id}.csv", mime="text/csv")
@@ -388,7 +396,15 @@ if runs:
         best_col.download_button("Best weights", data=lambda: session.export_checkpoint(run_id, best=True),
                                  file_name=f"deeprnn-run{run_id}-best.pt",
                                  disabled=session.run_snapshot(run_id).best is None)
-        delete_col.button("Delete run", on_click=session.delete_run, args=(run_id,))
-        clear_col.button("Clear all", on_click=session.clear_runs)
+        # The whole page after these: either may stop the active run, which the sidebar's buttons show.
+        if delete_col.button("Delete run"):
+            session.delete_run(run_id)
+            st.rerun()
+        if clear_col.button("Clear all"):
+            session.clear_runs()
+            st.rerun()
         st.caption("Checkpoints work with `python -m deeprnn generate --checkpoint FILE` and "
                    "`python -m deeprnn train --resume FILE`.")
+
+
+all_runs()

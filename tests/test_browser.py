@@ -2,6 +2,8 @@
 import time
 from pathlib import Path
 
+from playwright.sync_api import expect
+
 from pageserver import child_pids, start_training
 from support import idle_within, wait_for
 
@@ -45,6 +47,15 @@ def test_start_curves_then_three_layers_then_close_ends_the_training_process(ser
     page.wait_for_timeout(2500)  # let the new run's curve and samples appear
     page.screenshot(path=ARTIFACTS / "dashboard-three-layers.png", full_page=True)
     assert heatmap_layers(page) == {"layer 1", "layer 2", "layer 3"}
+
+    # The runs' panel redraws itself: it names the newest run as it is now, with its kept best weights
+    page.get_by_text("Export and manage runs").click()
+    manage = page.get_by_test_id("stExpander").filter(has_text="Export and manage runs")
+    expect(manage.get_by_role("combobox", name="Run")).to_have_value("#2 LSTM x3 h96 lr0.015 (running)")
+    expect(manage.get_by_role("button", name="Best weights")).to_be_enabled(timeout=15_000)
+    manage.get_by_role("button", name="Delete run").click()
+    expect(page.get_by_role("button", name="Stop")).to_be_disabled()  # the sidebar follows: no run is active
+    expect(manage.get_by_role("combobox", name="Run")).to_have_value("#1 LSTM x2 h96 lr0.015 (stopped)")
 
     training = len(child_pids(pid))
     page.close()

@@ -53,6 +53,16 @@ def test_start_then_layers_three_then_learning_rate_event(app):
                                     for a in fig["layout"].get("annotations", [])))
     table = next(d.value for d in app.dataframe if "layers" in d.value.columns)
     assert list(table["layers"]) == [2, 3] and list(table["status"])[0] == "stopped"
+    assert app.selectbox(key="export_run").value == 2  # export and manage the newest run, not the first
+
+
+def test_deleting_the_active_run_stops_it_and_the_sidebar_follows(app):
+    button(app, "Start").click()
+    rerun_until(app, lambda at: "running" in title(at))
+    button(app, "Delete run").click().run()
+    assert button(app, "Stop").disabled and button(app, "Pause").disabled
+    assert "Start" in app.info[0].value  # back to the page before any run
+    assert "Export and manage runs" not in [e.label for e in app.get("expander")]
 
 
 def test_pause_and_resume_show_their_new_state_in_the_rerun_after_the_click(app):
