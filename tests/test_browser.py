@@ -34,6 +34,7 @@ def test_start_curves_then_three_layers_then_close_ends_the_training_process(ser
     page.locator("[data-testid=stPlotlyChart] .scatterlayer path.js-line").first.wait_for(timeout=60_000)
     wait_for_heatmap_layers(page, 2)
     page.screenshot(path=ARTIFACTS / "dashboard-running.png", full_page=True)
+    expect(page.get_by_role("button", name="Deploy")).to_have_count(0)  # a viewer's toolbar (.streamlit/config.toml)
 
     slider = page.get_by_role("slider", name="Layers")
     slider.focus()
