@@ -378,7 +378,7 @@ def comparison(runs):
     chosen = st.multiselect("Runs", list(labels), format_func=labels.get, key="compare")
     shown = [r for r in runs if r.run_id in chosen]
     if shown:
-        chart("compare_chart", charts.comparison_figure, shown)
+        chart("compare_chart", charts.comparison_figure, shown, state.curve_x, state.curve_log)  # as the curves
         st.dataframe(charts.comparison_table(shown), hide_index=True, width="stretch")
 
 

@@ -55,6 +55,12 @@ def test_start_then_layers_three_then_learning_rate_event(app):
     assert list(table["layers"]) == [2, 3] and list(table["status"])[0] == "stopped"
     assert app.selectbox(key="export_run").value == 2  # export and manage the newest run, not the first
 
+    app.radio(key="curve_x").set_value("seconds").run()
+    app.toggle(key="curve_log").set_value(False).run()
+    compare = next(fig for fig in figures(app) if fig["layout"]["uirevision"].startswith("compare"))
+    assert compare["layout"]["xaxis"]["title"]["text"] == "training seconds"  # the curves' axis and scale
+    assert compare["layout"]["yaxis"]["type"] == "linear"
+
 
 def test_deleting_the_active_run_stops_it_and_the_sidebar_follows(app):
     button(app, "Start").click()
