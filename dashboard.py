@@ -383,7 +383,11 @@ def comparison(runs):
 
 
 def manage(runs):
-    with st.expander("Export and manage runs"):
+    # Drawn only while open: closed, its refreshes would cost the browser for nothing.
+    with st.expander("Export and manage runs", key="manage_open", on_change="rerun") as panel:
+        if not panel.open:
+            state.pop("manage_seen", None)  # opened again, it starts on the newest run
+            return
         labels = {r.run_id: f"#{r.run_id} {r.name} ({r.status})" for r in runs}
         if state.get("manage_seen") != list(labels):  # a run started or was deleted: the newest is the one wanted
             state.export_run, state.manage_seen = runs[-1].run_id, list(labels)

@@ -53,6 +53,9 @@ def test_start_then_layers_three_then_learning_rate_event(app):
                                     for a in fig["layout"].get("annotations", [])))
     table = next(d.value for d in app.dataframe if "layers" in d.value.columns)
     assert list(table["layers"]) == [2, 3] and list(table["status"])[0] == "stopped"
+    assert "export_run" not in [w.key for w in app.selectbox]  # the closed panel draws nothing
+    app.session_state["manage_open"] = True
+    app.run()
     assert app.selectbox(key="export_run").value == 2  # export and manage the newest run, not the first
 
     app.radio(key="curve_x").set_value("seconds").run()
@@ -65,6 +68,8 @@ def test_start_then_layers_three_then_learning_rate_event(app):
 def test_deleting_the_active_run_stops_it_and_the_sidebar_follows(app):
     button(app, "Start").click()
     rerun_until(app, lambda at: "running" in title(at))
+    app.session_state["manage_open"] = True
+    app.run()
     button(app, "Delete run").click().run()
     assert button(app, "Stop").disabled and button(app, "Pause").disabled
     assert "Start" in app.info[0].value  # back to the page before any run
