@@ -315,6 +315,8 @@ def inside_the_network(snap):
         chart("clipped_chart", charts.clipped_figure, snap.metrics)
     else:
         interpretable_units(snap.probe)
+    if view != "Interpretable units":  # its unit boxes go with it: shown again, it starts at the best unit
+        state.pop("finder_shown_pattern", None)
 
 
 INSIDE_VIEWS = ["Gates", "Saturation", "Gradient flow", "Interpretable units"]

@@ -122,10 +122,13 @@ def test_every_cell_trains_and_the_introspection_views_render(app, cell):
     names = [t.get("name", "") for fig in figures(app) for t in fig["data"]]
     assert "layer 1 recurrent" in names and "global (before clipping)" in names  # gradient flow per layer
     app.radio(key="inside_view").set_value("Interpretable units").run()
-    ranked = app.dataframe[0].value
-    assert ranked.shape[0] == 10
-    shown = (app.number_input(key="unit_layer").value, app.number_input(key="unit_index").value)
-    assert shown == (ranked.iloc[0]["layer"], ranked.iloc[0]["unit"])  # the best-matching unit, before any pick
+    assert app.dataframe[0].value.shape[0] == 10  # the ranked units
+    for _ in range(2):  # shown first, and shown again after another view
+        shown = (app.number_input(key="unit_layer").value, app.number_input(key="unit_index").value)
+        best = app.dataframe[0].value.iloc[0]
+        assert shown == (best["layer"], best["unit"])  # the best-matching unit, before any pick
+        app.radio(key="inside_view").set_value("Gates").run()
+        app.radio(key="inside_view").set_value("Interpretable units").run()
     app.selectbox(key="finder_pattern").set_value("a regular expression").run()
     app.text_input(key="finder_regex").set_value("[").run()
     assert not app.exception and any("regular expression" in w.value for w in app.warning)
