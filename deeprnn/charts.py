@@ -119,7 +119,8 @@ def comparison_figure(snapshots, x: str = "tokens", log_y: bool = True) -> go.Fi
                            name=f"#{snap.run_id} {snap.name} ({kind})", line=dict(color=PALETTE[i % len(PALETTE)])))
     return go.Figure(data=traces, layout=dict(
         xaxis=dict(title=dict(text=X_AXES[x])), yaxis=_value_axis("perplexity", log_y),
-        uirevision=f"compare-{x}-{log_y}", height=340, margin=dict(l=10, r=10, t=30, b=10), legend=dict(orientation="h", y=-0.25, x=0)))
+        uirevision=f"compare-{x}-{log_y}", height=340, margin=dict(l=10, r=10, t=30, b=10),
+        legend=dict(orientation="h", y=-0.25, x=0)))
 
 
 def choose_units(layer_states: np.ndarray, count: int, how: str = "most active") -> np.ndarray:

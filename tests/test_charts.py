@@ -61,7 +61,8 @@ def test_log_axes_write_the_labels_between_decades_in_full():
     """Plotly's default labels 20 and 30 on a log axis as "2" and "3", which reads as a wrong scale."""
     spanning = run_snapshot([report(1, 27.0), report(2, 4.0)])
     gradients = [dict(report(1, 27.0), grad_norm=2.0, grad_ih=[0.05], grad_hh=[0.003])]
-    for fig in (charts.curves_figure(spanning), charts.comparison_figure([spanning]), charts.gradient_figure(gradients)):
+    for fig in (charts.curves_figure(spanning), charts.comparison_figure([spanning]),
+                charts.gradient_figure(gradients)):
         assert fig.layout.yaxis.type == "log" and fig.layout.yaxis.minorloglabels == "complete"
 
 
