@@ -65,15 +65,18 @@ def test_start_then_layers_three_then_learning_rate_event(app):
     assert compare["layout"]["yaxis"]["type"] == "linear"
 
 
-def test_deleting_the_active_run_stops_it_and_the_sidebar_follows(app):
+@pytest.mark.parametrize("how", ["Delete run", "Clear all"])
+def test_deleting_the_active_run_stops_it_and_the_sidebar_follows(app, how):
     button(app, "Start").click()
     rerun_until(app, lambda at: "running" in title(at))
     app.session_state["manage_open"] = True
     app.run()
-    button(app, "Delete run").click().run()
+    button(app, how).click().run()
     assert button(app, "Stop").disabled and button(app, "Pause").disabled
     assert "Start" in app.info[0].value  # back to the page before any run
     assert "Export and manage runs" not in [e.label for e in app.get("expander")]
+    button(app, "Start").click()  # and the page goes on
+    rerun_until(app, lambda at: "running" in title(at))
 
 
 def test_pause_and_resume_show_their_new_state_in_the_rerun_after_the_click(app):
