@@ -312,6 +312,8 @@ def inside_the_network(snap):
                    "(Karpathy, Johnson and Fei-Fei, 2015). A plain RNN's tanh units are shown mapped to [0, 1].")
     elif view == "Gradient flow":
         chart("gradient_chart", charts.gradient_figure, snap.metrics)
+        st.caption("Solid: each layer's input weights; dashed: its recurrent weights. A click on a layer in the "
+                   "legend hides both.")
         chart("clipped_chart", charts.clipped_figure, snap.metrics)
     else:
         interpretable_units(snap.probe)

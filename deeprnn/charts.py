@@ -243,7 +243,10 @@ def saturation_history_figure(records, gate: str) -> go.Figure:
 
 
 def gradient_figure(metrics) -> go.Figure:
-    """Gradient norm per layer (input-to-hidden solid, hidden-to-hidden dashed) and the global norm."""
+    """Gradient norm per layer (input-to-hidden solid, hidden-to-hidden dashed) and the global norm.
+
+    One legend entry per layer (both its lines), over the plot: two entries per layer at its side
+    scrolled out of sight from the fourth layer on, and narrowed the plot against the chart below."""
     rows = [r for r in _thin(metrics) if "grad_ih" in r]
     fig = go.Figure()
     if rows:
@@ -251,13 +254,15 @@ def gradient_figure(metrics) -> go.Figure:
         fig.add_scatter(x=steps, y=[r["grad_norm"] for r in rows], name="global (before clipping)",
                         line=dict(color="#000", width=2))
         for layer in range(len(rows[-1]["grad_ih"])):
-            color = PALETTE[layer % len(PALETTE)]
-            fig.add_scatter(x=steps, y=[r["grad_ih"][layer] for r in rows], name=f"layer {layer + 1} input",
-                            line=dict(color=color))
-            fig.add_scatter(x=steps, y=[r["grad_hh"][layer] for r in rows], name=f"layer {layer + 1} recurrent",
-                            line=dict(color=color, dash="dash"))
+            color, group = PALETTE[layer % len(PALETTE)], f"layer {layer + 1}"
+            fig.add_scatter(x=steps, y=[r["grad_ih"][layer] for r in rows], name=group, legendgroup=group,
+                            hovertemplate=f"{group} input: %{{y:.3g}}<extra></extra>", line=dict(color=color))
+            fig.add_scatter(x=steps, y=[r["grad_hh"][layer] for r in rows], name=f"{group} recurrent",
+                            legendgroup=group, showlegend=False, line=dict(color=color, dash="dash"),
+                            hovertemplate=f"{group} recurrent: %{{y:.3g}}<extra></extra>")
     fig.update_layout(xaxis_title="step", yaxis=_value_axis("gradient norm", log_y=True), height=340,
-                      margin=dict(l=10, r=10, t=30, b=10), uirevision="gradients")
+                      margin=dict(l=10, r=10, t=30, b=10), uirevision="gradients",
+                      legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0))
     return fig
 
 

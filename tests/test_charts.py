@@ -66,6 +66,17 @@ def test_log_axes_write_the_labels_between_decades_in_full():
         assert fig.layout.yaxis.type == "log" and fig.layout.yaxis.minorloglabels == "complete"
 
 
+def test_gradient_flow_has_a_legend_entry_per_layer_for_both_its_lines():
+    """Two entries per layer on the side scrolled out of sight with 8 layers."""
+    rows = [dict(report(step, 5.0), grad_norm=1.0, grad_ih=[0.1] * 8, grad_hh=[0.05] * 8) for step in (1, 2)]
+    fig = charts.gradient_figure(rows)
+    assert [t.name for t in fig.data if t.showlegend is not False] == ["global (before clipping)",
+                                                                     *(f"layer {k}" for k in range(1, 9))]
+    recurrent = trace(fig, "layer 8 recurrent")
+    assert recurrent.legendgroup == trace(fig, "layer 8").legendgroup and recurrent.line.dash == "dash"
+    assert list(recurrent.y) == [0.05, 0.05]
+
+
 def test_long_curves_are_thinned_for_drawing_keeping_both_ends():
     metrics = [report(step, 5.0) for step in range(1, 10_001)]
     drawn = trace(charts.curves_figure(run_snapshot(metrics)), "train")
