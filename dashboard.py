@@ -1,4 +1,6 @@
 """deeprnn's dashboard: `streamlit run dashboard.py`. Layout and widgets only; logic lives in deeprnn/."""
+from dataclasses import replace
+
 import streamlit as st
 
 from deeprnn import charts
@@ -46,13 +48,14 @@ def user_text():
 
 
 def current_snapshot():
-    """The watched run directory's run, else this tab's active or latest run."""
+    """The watched run directory's run, else this tab's active or latest run. A directory that cannot
+    be read gives IDLE with the reason as its message, which the status line shows (once, not in
+    every fragment that reads it)."""
     if state.watch_dir:
         try:
             return read_run_dir(state.watch_dir)
         except RunDirError as err:
-            st.error(str(err))
-            return IDLE
+            return replace(IDLE, message=str(err))
     return session.snapshot()
 
 
@@ -185,7 +188,7 @@ def live_status():
         st.rerun()  # the sidebar's buttons follow the run's state
     state.last_status, state.last_run = snap.status, snap.run_id
     status_bar(snap)
-    if snap.status == "idle":
+    if snap.status == "idle" and not state.watch_dir:
         st.info("Choose a preset and press **Start**. The curves, each layer's hidden states and the "
                 "model's own writing appear here as it trains.")
 
@@ -212,8 +215,8 @@ def status_bar(snap):
     st.markdown(f"### {snap.name} · `{snap.status}`" if snap.config else "### Watch a deep RNN learn")
     for notice in snap.notices:
         st.warning(notice)
-    if snap.message:
-        (st.error if snap.status == "failed" else st.warning)(snap.message, icon="⚠️")
+    if snap.message:  # a message without a run (idle) is a run directory that could not be read
+        (st.error if snap.status in ("failed", "idle") else st.warning)(snap.message, icon="⚠️")
     if snap.config is None:
         return
     budget = snap.config.epochs

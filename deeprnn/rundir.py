@@ -133,6 +133,8 @@ def read_metrics(path: Path) -> dict[str, list]:
 def read_run_dir(path) -> Snapshot:
     """The run directory as a Snapshot, for the same views as a run in this process."""
     path = Path(path)
+    if not path.is_dir():
+        raise RunDirError(f"no such directory: {path}")
     if not (path / "config.json").is_file():
         raise RunDirError(f"{path} is not a deeprnn run directory (no config.json)")
     try:

@@ -101,7 +101,9 @@ def test_an_in_process_run_writes_a_directory_the_page_can_watch(tmp_path):
         assert next(b for b in at.button if b.label == "Start").disabled
         kinds = [t["type"] for c in at.get("plotly_chart") for t in json.loads(c.proto.spec)["data"]]
         assert kinds.count("heatmap") >= 2 and "scatter" in kinds
-        at.text_input(key="watch_dir").set_value(str(tmp_path / "nothing")).run()
-        assert any("not a deeprnn run directory" in e.value for e in at.error)
+        for path, problem in ((tmp_path / "nothing", "no such directory"), (tmp_path, "not a deeprnn run directory")):
+            at.text_input(key="watch_dir").set_value(str(path)).run()
+            assert [problem in e.value for e in at.error] == [True]  # said once, in the status line
+            assert not any("press **Start**" in i.value for i in at.info)  # Start is off while watching
     finally:
         close_all_sessions()
