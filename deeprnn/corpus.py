@@ -189,6 +189,10 @@ class Codec:
     def decode(self, ids) -> str:
         return self.vocab.decode(ids, self.separator)
 
+    def tokens_for(self, characters: int) -> int:
+        """About how many tokens make this many characters of text (a word and its space: about six)."""
+        return characters if self.tokens == "char" else max(1, characters // 6)
+
 
 @dataclass(frozen=True)
 class Corpus:

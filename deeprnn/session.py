@@ -83,7 +83,7 @@ class ViewSettings:
     probe_text: str = DEFAULT_PROBE
     prefix: str = DEFAULT_PREFIX
     temperature: float = 0.8
-    length: int = 100
+    length: int = 100  # characters of each sample, about: 100 words made a column taller than the page
     use_best: bool = False
 
     @classmethod
@@ -346,7 +346,7 @@ def compute_views(trainer: Trainer, views: ViewSettings) -> tuple[Probe, Samples
                   tuple(t.hidden.cpu().numpy() for t in traces),
                   tuple(t.cell.cpu().numpy() for t in traces) if traces[0].cell is not None else None,
                   tuple({k: v.cpu().numpy() for k, v in t.gates.items()} for t in traces))
-    greedy, sampled = continue_texts(model, trainer.codec, views.prefix, views.length,
+    greedy, sampled = continue_texts(model, trainer.codec, views.prefix, trainer.codec.tokens_for(views.length),
                                      (0.0, views.temperature), seed=trainer.step)
     samples = Samples(trainer.step, views.prefix, views.temperature, greedy, sampled,
                       views.use_best and trainer.best is not None)

@@ -26,6 +26,14 @@ def test_start_trains_publishes_metrics_probe_and_samples(session, config):
     assert snap.device.startswith("cpu") and snap.parameters > 0 and snap.eta > 0
 
 
+def test_word_samples_are_about_as_many_characters_as_character_samples(session, config):
+    """A sample of 100 words made a column taller than the page: both kinds aim at about 100 characters."""
+    session.start(config.replace(tokens="word"))
+    snap = wait_for(lambda: (s := session.snapshot()).samples and s)
+    words = snap.samples.greedy.split()
+    assert words[:2] == ["time", "traveller"] and len(words) - 2 == 100 // 6
+
+
 def test_waiting_for_the_first_point_returns_once_the_run_has_one(session, config, monkeypatch):
     started = time.monotonic()
     session.wait_for_first_point(timeout=5)  # no run: nothing to wait for
