@@ -386,7 +386,14 @@ def comparison(runs):
     shown = [r for r in runs if r.run_id in chosen]
     if shown:
         chart("compare_chart", charts.comparison_figure, shown, state.curve_x, state.curve_log)  # as the curves
-        st.dataframe(charts.comparison_table(shown), hide_index=True, width="stretch")
+        st.dataframe(charts.comparison_table(shown), hide_index=True, width="stretch", column_config=RUN_COLUMNS)
+
+
+RUN_COLUMNS = {"params": st.column_config.NumberColumn(format="localized"),
+               "lr": st.column_config.NumberColumn(format="%g"),
+               "best held-out ppl": st.column_config.NumberColumn(format="%.2f"),
+               "last train ppl": st.column_config.NumberColumn(format="%.2f"),
+               "tokens/s": st.column_config.NumberColumn(format="localized")}
 
 
 def manage(runs):
