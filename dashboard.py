@@ -217,8 +217,8 @@ def status_bar(snap):
         st.warning(notice)
     if snap.message:  # a message without a run (idle) is a run directory that could not be read
         (st.error if snap.status in ("failed", "idle") else st.warning)(snap.message, icon="⚠️")
-    if snap.config is None:
-        return
+    if snap.config is None or (snap.status == "failed" and not snap.step):
+        return  # nothing was trained: the message says why, and rows of zeros would say nothing
     budget = snap.config.epochs
     st.progress(min(snap.epoch / budget, 1.0), text=f"epoch {snap.epoch} / {budget} · step {snap.step:,} · "
                                                        f"{snap.tokens:,} tokens")
@@ -369,7 +369,7 @@ def all_runs():
     its kept best weights follow the run (drawn with the page only, they kept a replaced run "running"
     and "Best weights" disabled until the next click)."""
     runs = session.runs()
-    comparison([r for r in runs if r.config is not None])
+    comparison([r for r in runs if r.metrics])  # runs with a point to compare: not one that failed at once
     if runs:
         manage(runs)
 

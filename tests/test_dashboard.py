@@ -103,6 +103,8 @@ def test_empty_upload_shows_an_error_and_the_page_keeps_working(app):
     app.text_area(key="pasted").set_value("too short").run()
     button(app, "Start").click().run()
     rerun_until(app, lambda at: any("needs at least" in e.value for e in at.error))
+    assert not app.metric  # a run that failed before its first step has no numbers to show
+    assert not any(m.value == "Compare runs" for m in app.subheader)  # and nothing to compare
 
 
 GATE_NAMES = {"lstm": ["input", "forget", "candidate", "output"], "gru": ["reset", "update", "candidate"],
