@@ -251,15 +251,17 @@ def samples(snap):
     prefix_col, temp_col = st.columns([3, 2])
     prefix_col.text_input("Prefix", key="prefix", on_change=apply_views)
     temp_col.slider("Temperature", 0.1, 2.0, step=0.1, key="temperature", on_change=apply_views)
-    st.toggle("Write with the best weights (lowest held-out perplexity, ★ on the curve)", key="use_best",
-              on_change=apply_views, disabled=snap.best is None)
+    st.toggle("Write with the kept best weights ★", key="use_best", on_change=apply_views,
+              disabled=snap.best is None,
+              help="The weights with the lowest held-out perplexity so far, marked ★ on the curve.")
     if snap.samples:
         source = f"best weights, step {snap.best['step']}" if snap.samples.from_best else f"step {snap.samples.step}"
-        greedy_col, sampled_col = st.columns(2)
-        greedy_col.markdown(f"**greedy** ({source})")
-        greedy_col.code(snap.samples.greedy, language=None, wrap_lines=True)
-        sampled_col.markdown(f"**sampled** at temperature {snap.samples.temperature:g}")
-        sampled_col.code(snap.samples.sampled, language=None, wrap_lines=True)
+        # One above the other, each as wide as the column: side by side, a line held 13 characters on a
+        # laptop's screen and words broke across lines.
+        st.markdown(f"**greedy** ({source})")
+        st.code(snap.samples.greedy, language=None, wrap_lines=True)
+        st.markdown(f"**sampled** at temperature {snap.samples.temperature:g}")
+        st.code(snap.samples.sampled, language=None, wrap_lines=True)
 
 
 def heatmaps(snap):

@@ -25,6 +25,17 @@ def wait_for_heatmap_layers(page, layers: int, timeout: float = 60) -> None:
         time.sleep(0.2)
 
 
+def assert_samples_span_their_column(page) -> None:
+    """The greedy and the sampled text each take the whole width of "The model writes": side by side,
+    a line held about 13 characters on a laptop's screen and words broke across lines."""
+    column = page.get_by_test_id("stColumn").filter(has=page.get_by_role("heading", name="The model writes"))
+    blocks = column.get_by_test_id("stCode")
+    expect(blocks).to_have_count(2)
+    column_width = column.bounding_box()["width"]
+    widths = [blocks.nth(i).bounding_box()["width"] for i in range(2)]
+    assert min(widths) > 0.9 * column_width, f"samples {widths} px wide in a {column_width} px column"
+
+
 def test_start_curves_then_three_layers_then_close_ends_the_training_process(server, browser):
     url, pid = server
     ARTIFACTS.mkdir(exist_ok=True)
@@ -48,6 +59,7 @@ def test_start_curves_then_three_layers_then_close_ends_the_training_process(ser
     page.wait_for_timeout(2500)  # let the new run's curve and samples appear
     page.screenshot(path=ARTIFACTS / "dashboard-three-layers.png", full_page=True)
     assert heatmap_layers(page) == {"layer 1", "layer 2", "layer 3"}
+    assert_samples_span_their_column(page)
 
     # The runs' panel redraws itself: it names the newest run as it is now, with its kept best weights
     page.get_by_text("Export and manage runs").click()
