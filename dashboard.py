@@ -268,7 +268,7 @@ def heatmaps(snap):
     st.subheader("Hidden states, layer by layer")
     text_col, what_col, units_col, count_col = st.columns([4, 2, 2, 2])
     text_col.text_input("Probe text", key="probe_text", on_change=apply_views)
-    states = what_col.radio("states", ["hidden", "cell"] if snap.probe and snap.probe.cell else ["hidden"],
+    states = what_col.radio("states", ["hidden", "cell"] if snap.config.cell == "lstm" else ["hidden"],
                             horizontal=True, key="heatmap_states")
     how = units_col.selectbox("units shown", ["most active", "first"], key="heatmap_units")
     count = count_col.select_slider("how many", [8, 16, 32, 64], key="heatmap_count")
@@ -296,22 +296,24 @@ def probe_views():
     if snap.status == "idle":
         return
     heatmaps(snap)
-    if snap.probe is not None:
-        inside_the_network(snap)
+    inside_the_network(snap)
 
 
 def inside_the_network(snap):
+    """Its controls follow the run's config and are drawn before its first probe too: Streamlit forgets a
+    widget that is not drawn, and the page went back to Gates whenever Layers started a new run."""
     st.subheader("Inside the network")
     view = st.radio("View", INSIDE_VIEWS, horizontal=True, key="inside_view", label_visibility="collapsed")
+    probe, cell = snap.probe, snap.config.cell
     if view == "Gates":
-        gate = st.radio("Gate", list(snap.probe.gates[0]), horizontal=True, key="gate")
-        chart("gates_chart", charts.gates_figure, snap.probe, gate, state.heatmap_count, state.heatmap_units)
+        gate = st.radio("Gate", introspect.GATES[cell], horizontal=True, key="gate")
+        if probe:
+            chart("gates_chart", charts.gates_figure, probe, gate, state.heatmap_count, state.heatmap_units)
     elif view == "Saturation":
-        gates = introspect.saturation_gates(snap.config.cell)
-        gate = st.radio("Saturation of", gates, horizontal=True, key="saturation_gate")
+        gate = st.radio("Saturation of", introspect.saturation_gates(cell), horizontal=True, key="saturation_gate")
         scatter_col, history_col = st.columns(2)
-        chart("saturation_chart", charts.saturation_figure, snap.probe, snap.config.cell, gate,
-              container=scatter_col)
+        if probe:
+            chart("saturation_chart", charts.saturation_figure, probe, cell, gate, container=scatter_col)
         chart("saturation_history", charts.saturation_history_figure, snap.saturation, gate, container=history_col)
         st.caption("Each dot is a unit: how often over the probe text it sits below 0.1 or above 0.9 "
                    "(Karpathy, Johnson and Fei-Fei, 2015). A plain RNN's tanh units are shown mapped to [0, 1].")
@@ -321,8 +323,8 @@ def inside_the_network(snap):
                    "legend hides both.")
         chart("clipped_chart", charts.clipped_figure, snap.metrics)
     else:
-        interpretable_units(snap.probe)
-    if view != "Interpretable units":  # its unit boxes go with it: shown again, it starts at the best unit
+        interpretable_units(probe)
+    if view != "Interpretable units" or not probe:  # no unit boxes: shown again, it starts at the best unit
         state.pop("finder_shown_pattern", None)
 
 
@@ -335,6 +337,8 @@ def interpretable_units(probe):
                                     key="finder_pattern")
     if pattern == "a regular expression":
         pattern = regex_col.text_input("Regular expression over the probe text", value="[aeiou]", key="finder_regex")
+    if not probe:
+        return
     try:
         ranked = introspect.rank_units(list(probe.hidden), introspect.pattern_mask(probe.tokens, pattern))
     except introspect.PatternError as err:

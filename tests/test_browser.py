@@ -47,6 +47,8 @@ def test_start_curves_then_three_layers_then_close_ends_the_training_process(ser
     page.screenshot(path=ARTIFACTS / "dashboard-running.png", full_page=True)
     expect(page.get_by_role("button", name="Deploy")).to_have_count(0)  # a viewer's toolbar (.streamlit/config.toml)
 
+    page.get_by_text("Gradient flow", exact=True).click()
+    expect(page.get_by_role("radio", name="Gradient flow")).to_be_checked()
     slider = page.get_by_role("slider", name="Layers")
     slider.focus()
     slider.press("ArrowRight")
@@ -60,6 +62,7 @@ def test_start_curves_then_three_layers_then_close_ends_the_training_process(ser
     page.screenshot(path=ARTIFACTS / "dashboard-three-layers.png", full_page=True)
     assert heatmap_layers(page) == {"layer 1", "layer 2", "layer 3"}
     assert_samples_span_their_column(page)
+    expect(page.get_by_role("radio", name="Gradient flow")).to_be_checked()  # the new run shows the same view
 
     # The runs' panel redraws itself: it names the newest run as it is now, with its kept best weights
     page.get_by_text("Export and manage runs").click()
@@ -75,3 +78,4 @@ def test_start_curves_then_three_layers_then_close_ends_the_training_process(ser
     # the tab's session is released shortly after its websocket closes; its training process must end
     wait_for(lambda: len(child_pids(pid)) < training, timeout=30, interval=0.5)
     assert idle_within(pid, seconds=20)  # the server is idle again
+

@@ -139,6 +139,19 @@ def test_every_cell_trains_and_the_introspection_views_render(app, cell):
     assert not app.exception and any("regular expression" in w.value for w in app.warning)
 
 
+def test_the_chosen_views_stay_when_layers_start_a_new_run(app):
+    """A new run has no probe for a moment; its views' controls were not drawn then, so Streamlit forgot
+    them and the page went back to Gates and hidden states."""
+    button(app, "Start").click()
+    rerun_until(app, lambda at: heatmap_counts(at).get("hidden") == 2)
+    app.radio(key="heatmap_states").set_value("cell").run()
+    app.radio(key="inside_view").set_value("Saturation").run()
+    app.radio(key="saturation_gate").set_value("output").run()
+    app.slider(key="layers").set_value(3).run()
+    rerun_until(app, lambda at: heatmap_counts(at).get("cell") == 3)
+    assert app.radio(key="inside_view").value == "Saturation" and app.radio(key="saturation_gate").value == "output"
+
+
 def test_the_book_is_the_first_preset_and_the_page_starts_on_the_fast_one(app):
     preset = app.selectbox(key="preset")
     assert preset.options[0].startswith("The book") and preset.value == "fast"
