@@ -144,16 +144,24 @@ def pattern_mask(tokens: list[str], pattern: str) -> np.ndarray:
     return mask
 
 
+# A unit whose activation spans less than this over the probe text is left out of the ranking: its
+# wobble can correlate well with a pattern, but in the text coloured by it nothing shows.
+MIN_SPREAD = 0.1
+
+
 def rank_units(layers: list[np.ndarray], mask: np.ndarray, top: int = 10) -> list[dict]:
-    """Units of every layer ranked by |correlation| of their activation with the mask."""
+    """Units of every layer that move over the probe, ranked by |correlation| of their activation with
+    the mask."""
     if mask.all() or not mask.any():
         raise PatternError("the pattern marks all or none of the probe text; it cannot tell units apart")
     m = mask.astype(np.float64) - mask.mean()
     ranked = []
     for layer, states in enumerate(layers):
-        x = states.astype(np.float64) - states.mean(axis=0)
-        denom = np.sqrt((x ** 2).sum(axis=0) * (m ** 2).sum())
-        corr = np.divide(x.T @ m, denom, out=np.zeros(states.shape[1]), where=denom > 1e-12)
-        ranked.extend({"layer": layer + 1, "unit": unit, "correlation": float(c)} for unit, c in enumerate(corr))
+        moving = np.flatnonzero(np.ptp(states, axis=0) >= MIN_SPREAD)
+        x = states[:, moving].astype(np.float64) - states[:, moving].mean(axis=0)
+        corr = (x.T @ m) / np.sqrt((x ** 2).sum(axis=0) * (m ** 2).sum())
+        ranked.extend({"layer": layer + 1, "unit": int(unit), "correlation": float(c)} for unit, c in zip(moving, corr))
+    if not ranked:
+        raise PatternError(f"no unit's activation spans {MIN_SPREAD} over the probe text yet")
     ranked.sort(key=lambda row: -abs(row["correlation"]))
     return ranked[:top]

@@ -107,3 +107,15 @@ def test_pattern_search_finds_a_planted_unit():
     assert (spaces[0]["layer"], spaces[0]["unit"]) == (1, 1)
     with pytest.raises(PatternError, match="all or none"):
         rank_units(layers, pattern_mask(list(text), "z{5}"))
+
+
+def test_units_that_hardly_move_are_not_ranked_however_well_they_correlate():
+    mask = np.array([True, False] * 10)
+    rng = np.random.default_rng(0)
+    states = rng.uniform(-0.5, 0.5, (20, 3))
+    states[:, 0] = 0.01 * mask  # a perfect match, too small to be seen in the coloured text
+    states[:, 1] = 0.3 * mask + rng.uniform(-0.1, 0.1, 20)  # a good match that moves
+    ranked = rank_units([states], mask)
+    assert [row["unit"] for row in ranked][:1] == [1] and 0 not in [row["unit"] for row in ranked]
+    with pytest.raises(PatternError, match="spans"):
+        rank_units([states[:, :1]], mask)
