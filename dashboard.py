@@ -323,7 +323,7 @@ def inside_the_network(snap):
                    "legend hides both.")
         chart("clipped_chart", charts.clipped_figure, snap.metrics)
     else:
-        interpretable_units(probe)
+        interpretable_units(probe, snap.config.tokens)
     if view != "Interpretable units" or not probe:  # no unit boxes: shown again, it starts at the best unit
         state.pop("finder_shown_pattern", None)
 
@@ -331,16 +331,17 @@ def inside_the_network(snap):
 INSIDE_VIEWS = ["Gates", "Saturation", "Gradient flow", "Interpretable units"]
 
 
-def interpretable_units(probe):
+def interpretable_units(probe, tokens):
     pattern_col, regex_col = st.columns(2)
-    pattern = pattern_col.selectbox("Find units that track", [*introspect.NAMED_PATTERNS, "a regular expression"],
-                                    key="finder_pattern")
+    pattern = pattern_col.selectbox("Find units that track", [*introspect.finder_patterns(tokens),
+                                                              "a regular expression"], key="finder_pattern")
     if pattern == "a regular expression":
         pattern = regex_col.text_input("Regular expression over the probe text", value="[aeiou]", key="finder_regex")
     if not probe:
         return
     try:
-        ranked = introspect.rank_units(list(probe.hidden), introspect.pattern_mask(probe.tokens, pattern))
+        marked = introspect.pattern_mask(probe.tokens, pattern, probe.separator)
+        ranked = introspect.rank_units(list(probe.hidden), marked)
     except introspect.PatternError as err:
         st.warning(str(err))
         ranked = []
@@ -362,7 +363,7 @@ def interpretable_units(probe):
         layer_col, unit_col = st.columns(2)
         layer = layer_col.number_input("Layer", 1, len(probe.hidden), key="unit_layer")
         unit = unit_col.number_input("Unit", 0, probe.hidden[0].shape[1] - 1, key="unit_index")
-        st.html(charts.unit_text_html(probe.tokens, probe.hidden[layer - 1][:, unit]))
+        st.html(charts.unit_text_html(probe.tokens, probe.hidden[layer - 1][:, unit], probe.separator))
         st.caption(f"The probe text coloured by layer {layer}, unit {unit}: red positive, blue negative.")
 
 

@@ -276,16 +276,17 @@ def clipped_figure(metrics) -> go.Figure:
     return fig
 
 
-def unit_text_html(tokens, values, limit: float = 1.0) -> str:
-    """The probe text, each token's background coloured by one unit's activation (blue < 0 < red)."""
+def unit_text_html(tokens, values, separator: str = "") -> str:
+    """The probe text, each token's background coloured by one unit's activation (blue < 0 < red).
+    Spaces stay spaces (kept visible by pre-wrap), so lines wrap between words, not inside them."""
     spans = []
     for token, value in zip(tokens, values):
-        v = max(-1.0, min(1.0, float(value) / limit))
+        v = max(-1.0, min(1.0, float(value)))
         color = f"rgba(214,39,40,{v:.2f})" if v >= 0 else f"rgba(31,119,180,{-v:.2f})"
-        text = html.escape(token).replace(" ", "&nbsp;").replace("\n", "↵<br>")
+        text = html.escape(token).replace("\n", "↵<br>")
         spans.append(f'<span title="{float(value):.3f}" style="background:{color};padding:1px 0">{text}</span>')
-    return ('<div style="font-family:monospace;font-size:15px;line-height:1.9;word-wrap:break-word">'
-            + "".join(spans) + "</div>")
+    return ('<div style="font-family:monospace;font-size:15px;line-height:1.9;white-space:pre-wrap;'
+            'overflow-wrap:anywhere">' + html.escape(separator).join(spans) + "</div>")
 
 
 def _token_label(token: str) -> str:

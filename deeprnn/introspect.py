@@ -113,34 +113,48 @@ def layer_saturation(cell: str, gates: dict, hidden: np.ndarray) -> dict:
 
 
 # --- interpretable-cell finder -------------------------------------------------------------------
-NAMED_PATTERNS = {
+CHARACTER_PATTERNS = {
     "first letter of a word": r"\b[A-Za-z]",
     "after a space": r"(?<= )[^ ]",
     "inside a word longer than 6 letters": r"[A-Za-z]{7,}",
     "a vowel": r"[aeiouAEIOU]",
     "a space": r" ",
 }
+# A word token is marked whole, so the questions asked of word runs are about words: a character
+# pattern such as "first letter of a word" marks every word and tells no unit from another.
+WORD_PATTERNS = {
+    "a short word (3 letters or fewer)": r"\b[A-Za-z]{1,3}\b",
+    "a word longer than 6 letters": r"\b[A-Za-z]{7,}\b",
+    "a word starting with a vowel": r"\b[aeiouAEIOU]",
+}
+NAMED_PATTERNS = CHARACTER_PATTERNS | WORD_PATTERNS
+
+
+def finder_patterns(tokens: str) -> list[str]:
+    """The named patterns that suit a run of character or word tokens."""
+    return list(WORD_PATTERNS if tokens == "word" else CHARACTER_PATTERNS)
 
 
 class PatternError(ValueError):
     pass
 
 
-def pattern_mask(tokens: list[str], pattern: str) -> np.ndarray:
-    """Which probe tokens a named pattern or a regular expression marks (any of its characters)."""
+def pattern_mask(tokens: list[str], pattern: str, separator: str = "") -> np.ndarray:
+    """Which probe tokens a named pattern or a regular expression marks (any of its characters), in
+    the text as written: the tokens joined by their separator, which belongs to none of them."""
     regex = NAMED_PATTERNS.get(pattern, pattern)
     try:
         compiled = re.compile(regex)
     except re.error as err:
         raise PatternError(f"not a valid regular expression: {err}") from err
-    owner, text = [], ""
+    owner = []  # the token of each character of the text; None for a separator's
     for index, token in enumerate(tokens):
-        owner.extend([index] * len(token))
-        text += token
+        owner.extend([None] * len(separator) * (index > 0) + [index] * len(token))
     mask = np.zeros(len(tokens), dtype=bool)
-    for match in compiled.finditer(text):
+    for match in compiled.finditer(separator.join(tokens)):
         for position in range(match.start(), match.end()):
-            mask[owner[position]] = True
+            if owner[position] is not None:
+                mask[owner[position]] = True
     return mask
 
 

@@ -91,7 +91,8 @@ class RunDirWriter:
 
 
 def _probe_arrays(probe: Probe) -> dict:
-    arrays = {"step": np.array(probe.step), "tokens": np.array(probe.tokens, dtype=str)}
+    arrays = {"step": np.array(probe.step), "tokens": np.array(probe.tokens, dtype=str),
+              "separator": np.array(probe.separator)}
     for layer, hidden in enumerate(probe.hidden):
         arrays[f"hidden_{layer}"] = hidden
         if probe.cell is not None:
@@ -109,8 +110,9 @@ def _read_probe(path: Path) -> Probe | None:
         gates = tuple({key.split("_", 2)[2]: data[key] for key in data.files if key.startswith(f"gate_{layer}_")}
                       for layer in range(layers))
         cell = tuple(data[f"cell_{i}"] for i in range(layers)) if "cell_0" in data.files else None
+        separator = str(data["separator"]) if "separator" in data.files else ""  # older run directories
         return Probe(int(data["step"]), tuple(str(t) for t in data["tokens"]),
-                     tuple(data[f"hidden_{i}"] for i in range(layers)), cell, gates)
+                     tuple(data[f"hidden_{i}"] for i in range(layers)), cell, gates, separator)
 
 
 def read_metrics(path: Path) -> dict[str, list]:

@@ -345,7 +345,7 @@ def compute_views(trainer: Trainer, views: ViewSettings) -> tuple[Probe, Samples
     probe = Probe(trainer.step, tokens,
                   tuple(t.hidden.cpu().numpy() for t in traces),
                   tuple(t.cell.cpu().numpy() for t in traces) if traces[0].cell is not None else None,
-                  tuple({k: v.cpu().numpy() for k, v in t.gates.items()} for t in traces))
+                  tuple({k: v.cpu().numpy() for k, v in t.gates.items()} for t in traces), trainer.codec.separator)
     greedy, sampled = continue_texts(model, trainer.codec, views.prefix, trainer.codec.tokens_for(views.length),
                                      (0.0, views.temperature), seed=trainer.step)
     samples = Samples(trainer.step, views.prefix, views.temperature, greedy, sampled,

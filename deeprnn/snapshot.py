@@ -17,6 +17,7 @@ class Probe:
     hidden: tuple[np.ndarray, ...]  # per layer (T, H), layer 1 first
     cell: tuple[np.ndarray, ...] | None  # LSTM cell states, same shapes
     gates: tuple[dict, ...]  # per layer {gate name: (T, H)}
+    separator: str = ""  # what the text has between tokens: nothing between characters, a space between words
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from pathlib import Path
 
 from playwright.sync_api import expect
 
+from deeprnn import charts
 from pageserver import child_pids, start_training
 from support import idle_within, wait_for
 
@@ -79,3 +80,17 @@ def test_start_curves_then_three_layers_then_close_ends_the_training_process(ser
     wait_for(lambda: len(child_pids(pid)) < training, timeout=30, interval=0.5)
     assert idle_within(pid, seconds=20)  # the server is idle again
 
+
+def test_the_unit_text_wraps_between_words_not_inside_them(browser):
+    """Spaces written as no-break spaces left the browser nowhere to wrap but inside words."""
+    text = "the time traveller for so it will be convenient to speak of him"
+    page = browser.new_page(viewport={"width": 400, "height": 400})
+    page.set_content(f'<div style="width:220px">{charts.unit_text_html(list(text), [0.5] * len(text))}</div>')
+    tops = page.locator("span").evaluate_all("spans => spans.map(s => s.getBoundingClientRect().top)")
+    lines, words, start = sorted(set(tops)), [], 0
+    for word in text.split(" "):
+        words.append(set(tops[start:start + len(word)]))
+        start += len(word) + 1
+    assert len(lines) >= 3, "the text should wrap in a 220 px box"
+    assert all(len(word_lines) == 1 for word_lines in words), "a word broke across lines"
+    page.close()

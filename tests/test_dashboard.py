@@ -1,5 +1,7 @@
 """The page's logic through streamlit's AppTest: widgets in, session commands and views out."""
+import html
 import json
+import re
 
 import pytest
 
@@ -150,6 +152,25 @@ def test_the_chosen_views_stay_when_layers_start_a_new_run(app):
     app.slider(key="layers").set_value(3).run()
     rerun_until(app, lambda at: heatmap_counts(at).get("cell") == 3)
     assert app.radio(key="inside_view").value == "Saturation" and app.radio(key="saturation_gate").value == "output"
+
+
+def unit_text(at) -> str:
+    """The text of "Interpretable units", as its coloured spans read ("" while it is not drawn)."""
+    body = next((h.proto.body for h in at.get("html") if "<span" in h.proto.body), "")
+    return html.unescape(re.sub(r"<[^>]+>", "", body))
+
+
+def test_a_word_run_finds_units_by_word_patterns_in_its_text_with_spaces(app):
+    button(app, "Start").click()
+    rerun_until(app, lambda at: heatmap_counts(at).get("hidden") == 2)
+    app.radio(key="inside_view").set_value("Interpretable units").run()
+    app.selectbox(key="finder_pattern").set_value("a vowel").run()
+    app.radio(key="tokens").set_value("word").run()  # a new run, of words
+    rerun_until(app, lambda at: unit_text(at).startswith("the time traveller"))
+    finder = app.selectbox(key="finder_pattern")
+    assert finder.options == ["a short word (3 letters or fewer)", "a word longer than 6 letters",
+                              "a word starting with a vowel", "a regular expression"]
+    assert finder.value == finder.options[0] and app.dataframe[0].value.shape[0] == 10 and not app.warning
 
 
 def test_the_book_is_the_first_preset_and_the_page_starts_on_the_fast_one(app):

@@ -83,6 +83,17 @@ def test_pattern_masks():
         pattern_mask(tokens, "([")
 
 
+def test_word_tokens_are_matched_in_the_text_as_written_with_their_spaces():
+    """Joined without their spaces, every word after the first lost its word boundary."""
+    words = ["the", "time", "traveller", "for", "so"]
+    marks = lambda pattern: pattern_mask(words, pattern, separator=" ").tolist()
+    assert marks("first letter of a word") == [True] * 5
+    assert marks("after a space") == [False, True, True, True, True]
+    assert marks("inside a word longer than 6 letters") == [False, False, True, False, False]
+    assert marks("a space") == [False] * 5  # the spaces belong to no word
+    assert marks("r f") == [False, False, True, True, False]  # a match across a space marks both words
+
+
 def test_pattern_search_finds_a_planted_unit():
     """Unit 1 fires on a space; unit 0 copies unit 1 one step later, so it tracks 'after a space'."""
     text = "the time traveller for so it will be convenient to speak of him was expounding a recondite matter"

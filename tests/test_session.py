@@ -34,6 +34,15 @@ def test_word_samples_are_about_as_many_characters_as_character_samples(session,
     assert words[:2] == ["time", "traveller"] and len(words) - 2 == 100 // 6
 
 
+def test_a_word_runs_probe_keeps_its_separator_live_and_in_its_run_directory(session, config, tmp_path):
+    from deeprnn.rundir import read_run_dir
+    session.start(config.replace(tokens="word", epochs=1), run_dir=tmp_path / "words")
+    snap = wait_for(lambda: (s := session.snapshot()).probe and s)
+    assert snap.probe.tokens[:2] == ("the", "time") and snap.probe.separator == " "
+    wait_for(lambda: session.snapshot().status == "finished")
+    assert read_run_dir(tmp_path / "words").probe.separator == " "
+
+
 def test_waiting_for_the_first_point_returns_once_the_run_has_one(session, config, monkeypatch):
     started = time.monotonic()
     session.wait_for_first_point(timeout=5)  # no run: nothing to wait for
