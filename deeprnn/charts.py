@@ -120,7 +120,7 @@ def comparison_figure(snapshots, x: str = "tokens", log_y: bool = True) -> go.Fi
     return go.Figure(data=traces, layout=dict(
         xaxis=dict(title=dict(text=X_AXES[x])), yaxis=_value_axis("perplexity", log_y),
         uirevision=f"compare-{x}-{log_y}", height=340, margin=dict(l=10, r=10, t=30, b=10),
-        legend=dict(orientation="h", y=-0.25, x=0)))
+        showlegend=True, legend=dict(orientation="h", y=-0.25, x=0)))  # one run too: it says held-out or train
 
 
 def choose_units(layer_states: np.ndarray, count: int, how: str = "most active") -> np.ndarray:

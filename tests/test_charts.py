@@ -69,6 +69,14 @@ def test_log_axes_write_the_labels_between_decades_in_full():
         assert fig.layout.yaxis.type == "log" and fig.layout.yaxis.minorloglabels == "complete"
 
 
+def test_the_comparison_names_each_curve_and_whether_it_is_held_out_or_train():
+    """Plotly hides the legend of a lone trace, and with it the one word saying which perplexity it is."""
+    held_out = run_snapshot([report(1, 27.0)], evals=[{"step": 1, "tokens": 1000, "seconds": 0.1, "val_ppl": 9.0}])
+    fig = charts.comparison_figure([run_snapshot([report(1, 27.0), report(2, 4.0)])])
+    assert fig.layout.showlegend and [t.name for t in fig.data] == ["#1 LSTM x2 (train)"]
+    assert [t.name for t in charts.comparison_figure([held_out]).data] == ["#1 LSTM x2 (held-out)"]
+
+
 def test_gradient_flow_has_a_legend_entry_per_layer_for_both_its_lines():
     """Two entries per layer on the side scrolled out of sight with 8 layers."""
     rows = [dict(report(step, 5.0), grad_norm=1.0, grad_ih=[0.1] * 8, grad_hh=[0.05] * 8) for step in (1, 2)]
