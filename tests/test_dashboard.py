@@ -5,6 +5,7 @@ import re
 
 import pytest
 
+from deeprnn import controls
 from support import button, rerun_until, title
 
 
@@ -171,6 +172,11 @@ def test_a_word_run_finds_units_by_word_patterns_in_its_text_with_spaces(app):
     assert finder.options == ["a short word (3 letters or fewer)", "a word longer than 6 letters",
                               "a word starting with a vowel", "a regular expression"]
     assert finder.value == finder.options[0] and app.dataframe[0].value.shape[0] == 10 and not app.warning
+
+
+def test_the_status_lines_counts_fit_a_metric_in_full_or_in_millions():
+    assert [controls.format_count(n) for n in (0, 128_028, 999_999, 3_301_764, 12_345_678)] == \
+        ["0", "128,028", "999,999", "3.30 M", "12.35 M"]
 
 
 def test_the_book_is_the_first_preset_and_the_page_starts_on_the_fast_one(app):
