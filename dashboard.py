@@ -222,14 +222,15 @@ def status_bar(snap):
     budget = snap.config.epochs
     st.progress(min(snap.epoch / budget, 1.0), text=f"epoch {snap.epoch} / {budget} · step {snap.step:,} · "
                                                        f"{snap.tokens:,} tokens")
-    cols = st.columns(6)
-    cols[0].metric("tokens/s", ctl.format_count(round(snap.tokens_per_s)), help="Over the run's last 2 s of training.")
-    cols[1].metric("elapsed", _duration(snap.elapsed))
-    cols[2].metric("ETA", _duration(snap.eta) if snap.eta is not None and snap.active else "–")
-    cols[3].metric("best held-out ppl", f"{snap.best_val_ppl:.2f}" if snap.best else "–")
+    # A row that wraps on a narrow screen: six fixed columns cut the numbers short there ("45,…").
+    row = st.container(horizontal=True, gap="small")
+    row.metric("tokens/s", ctl.format_count(round(snap.tokens_per_s)), help="Over the run's last 2 s of training.")
+    row.metric("elapsed", _duration(snap.elapsed))
+    row.metric("ETA", _duration(snap.eta) if snap.eta is not None and snap.active else "–")
+    row.metric("best held-out ppl", f"{snap.best_val_ppl:.2f}" if snap.best else "–")
     device, _, detail = snap.device.partition(", ")  # "cpu, 2 threads": the name, and how it computes
-    cols[4].metric("device", device, detail or None, delta_color="off", delta_arrow="off")
-    cols[5].metric("parameters", ctl.format_count(snap.parameters), help=f"{snap.parameters:,}")
+    row.metric("device", device, detail or None, delta_color="off", delta_arrow="off")
+    row.metric("parameters", ctl.format_count(snap.parameters), help=f"{snap.parameters:,}")
 
 
 def curves(snap):

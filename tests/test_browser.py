@@ -81,6 +81,19 @@ def test_start_curves_then_three_layers_then_close_ends_the_training_process(ser
     assert idle_within(pid, seconds=20)  # the server is idle again
 
 
+def test_the_status_lines_numbers_are_whole_on_a_small_laptops_screen(server, browser):
+    """Six fixed columns cut them short there ("45,…", "12…")."""
+    url, _ = server
+    page = browser.new_page(viewport={"width": 1024, "height": 768})
+    start_training(page, url, epochs=1000)
+    values = page.get_by_test_id("stMetricValue")
+    expect(values).to_have_count(6, timeout=30_000)
+    cut = values.evaluate_all("els => els.filter(e => [e, ...e.querySelectorAll('*')]"
+                              "  .some(n => n.scrollWidth > n.clientWidth + 1)).map(e => e.innerText)")
+    assert not cut, f"cut short: {cut}"
+    page.close()
+
+
 def test_the_unit_text_wraps_between_words_not_inside_them(browser):
     """Spaces written as no-break spaces left the browser nowhere to wrap but inside words."""
     text = "the time traveller for so it will be convenient to speak of him"
