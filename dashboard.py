@@ -114,12 +114,12 @@ with st.sidebar:
                  on_change=apply_preset)
     snapshot = session.snapshot()
     watching = bool(state.watch_dir)
-    start_col, pause_col, stop_col = st.columns(3)
-    start_col.button("Start", type="primary", on_click=start_run, disabled=watching, width="stretch")
+    buttons = st.container(horizontal=True, gap="small")  # each as wide as its label needs: three equal
+    buttons.button("Start", type="primary", on_click=start_run, disabled=watching)  # columns cut "Resume" short
     paused = snapshot.status == "paused"  # each label does one thing: a repeated click cannot undo itself
-    pause_col.button("Resume" if paused else "Pause", on_click=session.resume if paused else session.pause,
-                     disabled=watching or not snapshot.active, width="stretch")
-    stop_col.button("Stop", on_click=session.stop, disabled=watching or not snapshot.active, width="stretch")
+    buttons.button("Resume" if paused else "Pause", on_click=session.resume if paused else session.pause,
+                   disabled=watching or not snapshot.active)
+    buttons.button("Stop", on_click=session.stop, disabled=watching or not snapshot.active)
     with st.expander("Run directories"):
         st.text_input("Watch a run directory", key="watch_dir", placeholder="runs/my-torchrun",
                       help="Show a run that a CLI or torchrun process is writing (read-only).")

@@ -91,6 +91,11 @@ def test_the_status_lines_numbers_are_whole_on_a_small_laptops_screen(server, br
     cut = values.evaluate_all("els => els.filter(e => [e, ...e.querySelectorAll('*')]"
                               "  .some(n => n.scrollWidth > n.clientWidth + 1)).map(e => e.innerText)")
     assert not cut, f"cut short: {cut}"
+    page.get_by_role("button", name="Pause").click()
+    resume = page.get_by_role("button", name="Resume")
+    expect(resume).to_be_visible()
+    assert resume.evaluate("b => [b, ...b.querySelectorAll('*')].every(n => n.scrollWidth <= n.clientWidth + 1)"), \
+        "the Resume button's label is cut short"
     page.close()
 
 
