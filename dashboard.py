@@ -114,8 +114,9 @@ with st.sidebar:
                  on_change=apply_preset)
     snapshot = session.snapshot()
     watching = bool(state.watch_dir)
-    buttons = st.container(horizontal=True, gap="small")  # each as wide as its label needs: three equal
-    buttons.button("Start", type="primary", on_click=start_run, disabled=watching)  # columns cut "Resume" short
+    # Each button as wide as its label: three equal columns cut "Resume" short.
+    buttons = st.container(horizontal=True, gap="small")
+    buttons.button("Start", type="primary", on_click=start_run, disabled=watching)
     paused = snapshot.status == "paused"  # each label does one thing: a repeated click cannot undo itself
     buttons.button("Resume" if paused else "Pause", on_click=session.resume if paused else session.pause,
                    disabled=watching or not snapshot.active)

@@ -117,4 +117,3 @@ def format_count(count: int) -> str:
     """A count for a metric on the status line: in full up to six digits, then in millions (a metric
     holds about seven characters on a laptop's screen, and "3,301,764" was cut to "3,301…")."""
     return f"{count:,}" if count < 1_000_000 else f"{count / 1e6:.2f} M"
-
