@@ -96,11 +96,11 @@ def test_long_curves_are_thinned_for_drawing_keeping_both_ends():
 
 
 def test_unit_text_colours_each_token_by_sign_and_writes_words_with_their_spaces():
-    words = charts.unit_text_html(["the", "time", "<b>"], [0.5, -1.5, 0.0], separator=" ")
-    text = re.sub(r"<[^>]+>", "", words)
+    markup = charts.unit_text_html(["the", "time", "<b>"], [0.5, -1.5, 0.0], separator=" ")
+    text = re.sub(r"<[^>]+>", "", markup)
     assert html.unescape(text) == "the time <b>"  # a token is text, never markup
-    assert words.count("<span") == 3 and 'title="-1.500"' in words
-    assert "rgba(214,39,40,0.50)" in words and "rgba(31,119,180,1.00)" in words  # red above 0, blue below, capped
+    assert markup.count("<span") == 3 and 'title="-1.500"' in markup
+    assert "rgba(214,39,40,0.50)" in markup and "rgba(31,119,180,1.00)" in markup  # red above 0, blue below, capped
 
 
 def test_heatmaps_put_layer_one_at_the_bottom_and_label_every_probe_character():
