@@ -149,7 +149,9 @@ def pattern_mask(tokens: list[str], pattern: str, separator: str = "") -> np.nda
         raise PatternError(f"not a valid regular expression: {err}") from err
     owner = []  # the token of each character of the text; None for a separator's
     for index, token in enumerate(tokens):
-        owner.extend([None] * len(separator) * (index > 0) + [index] * len(token))
+        if index:
+            owner.extend([None] * len(separator))
+        owner.extend([index] * len(token))
     mask = np.zeros(len(tokens), dtype=bool)
     for match in compiled.finditer(separator.join(tokens)):
         for position in range(match.start(), match.end()):
@@ -172,7 +174,8 @@ def rank_units(layers: list[np.ndarray], mask: np.ndarray, top: int = 10) -> lis
     ranked = []
     for layer, states in enumerate(layers):
         moving = np.flatnonzero(np.ptp(states, axis=0) >= MIN_SPREAD)
-        x = states[:, moving].astype(np.float64) - states[:, moving].mean(axis=0)
+        x = states[:, moving].astype(np.float64)
+        x -= x.mean(axis=0)
         corr = (x.T @ m) / np.sqrt((x ** 2).sum(axis=0) * (m ** 2).sum())
         ranked.extend({"layer": layer + 1, "unit": int(unit), "correlation": float(c)} for unit, c in zip(moving, corr))
     if not ranked:
