@@ -545,7 +545,7 @@ class _Worker:
         if self.writer:  # first, so that a reader who sees the new snapshot finds the directory as new
             self.write_run_dir()
         self.run.snapshot = Snapshot(
-            run_id=self.run.id, name=run_name(t.config), config=t.config, status=self.status,
+            run_id=self.run.id, name=self.run.snapshot.name, config=t.config, status=self.status,
             message=self.message, epoch=t.epoch, step=t.step, tokens=t.tokens, tokens_per_s=speed,
             elapsed=elapsed, eta=_eta(t, speed), device=t.device_label, parameters=t.parameter_count,
             metrics=t.metrics.records(), evals=t.evals.records(), events=tuple(t.events),

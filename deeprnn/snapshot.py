@@ -71,4 +71,5 @@ IDLE = Snapshot(run_id=0, name="no run yet", config=None, status="idle")
 
 
 def run_name(config: RunConfig) -> str:
+    """A run's name, from the config it starts with: a later change of learning rate keeps it."""
     return f"{config.cell.upper()} x{config.layers} h{config.hidden} lr{config.lr:g}"

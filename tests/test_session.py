@@ -147,6 +147,8 @@ def test_lr_change_lands_at_the_next_step(session, config):
     assert before and before[0]["lr"] == 0.5
     run = session._runs[session.snapshot().run_id]
     assert run.trainer.optimizer.param_groups[0]["lr"] == 0.0625
+    # The run keeps the name it started with: its curves and the comparison know it by that.
+    assert session.snapshot().name == "LSTM x2 h32 lr0.5" and session.snapshot().config.lr == 0.0625
     with pytest.raises(ValueError, match="lr must be"):
         session.set_lr(-1)
 
