@@ -250,12 +250,12 @@ def curves(snap):
 
 def samples(snap):
     st.subheader("The model writes")
-    prefix_col, temp_col = st.columns([3, 2])
-    prefix_col.text_input("Prefix", key="prefix", on_change=apply_views)
-    temp_col.slider("Temperature", 0.1, 2.0, step=0.1, key="temperature", on_change=apply_views)
-    st.toggle("Write with the kept best weights ★", key="use_best", on_change=apply_views,
-              disabled=snap.best is None,
-              help="The weights with the lowest held-out perplexity so far, marked ★ on the curve.")
+    # A row that wraps: in two fixed columns on a laptop's screen "Temperature" broke over two lines.
+    row = st.container(horizontal=True)
+    row.text_input("Prefix", key="prefix", on_change=apply_views)
+    row.slider("Temperature", 0.1, 2.0, step=0.1, key="temperature", on_change=apply_views)
+    st.toggle("Best weights ★", key="use_best", on_change=apply_views, disabled=snap.best is None,
+              help="Write with the weights kept at the lowest held-out perplexity so far, marked ★ on the curve.")
     if snap.samples:
         source = f"best weights, step {snap.best['step']}" if snap.samples.from_best else f"step {snap.samples.step}"
         # One above the other, each as wide as the column: side by side, a line held 13 characters on a

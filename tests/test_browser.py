@@ -91,6 +91,16 @@ def test_the_status_lines_numbers_are_whole_on_a_small_laptops_screen(server, br
     cut = values.evaluate_all("els => els.filter(e => [e, ...e.querySelectorAll('*')]"
                               "  .some(n => n.scrollWidth > n.clientWidth + 1)).map(e => e.innerText)")
     assert not cut, f"cut short: {cut}"
+    # The samples' column is the narrowest: its labels ("Temperatur / e", "Write with the kept …") had broken
+    # over two lines or been cut short there.
+    column = page.get_by_test_id("stColumn").filter(has=page.get_by_role("heading", name="The model writes"))
+    labels = column.get_by_test_id("stWidgetLabel")
+    expect(labels).to_have_count(3)
+    broken = labels.evaluate_all(
+        "els => els.filter(e => [e, ...e.querySelectorAll('*')].some(n => n.scrollWidth > n.clientWidth + 1)"
+        "  || [...e.querySelectorAll('p')].some(p => p.getClientRects().length && p.getBoundingClientRect().height"
+        "       > 1.5 * parseFloat(getComputedStyle(p).lineHeight))).map(e => e.innerText)")
+    assert not broken, f"cut short or broken over lines: {broken}"
     page.get_by_role("button", name="Pause").click()
     resume = page.get_by_role("button", name="Resume")
     expect(resume).to_be_visible()
