@@ -53,8 +53,10 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError, ValueError) as err:
+        # A refused pickle's own message advises loading the file unsafely: it is left out.
+        detail = "" if isinstance(err, pickle.UnpicklingError) else f": {str(err).splitlines()[0]}"
         raise CheckpointError(f"{path} is not a readable deeprnn checkpoint "
-                              f"(truncated, corrupted or not a PyTorch file): {str(err).splitlines()[0]}") from err
+                              f"(truncated, corrupted or not a PyTorch file){detail}") from err
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is a PyTorch file but not a deeprnn checkpoint")
     if payload.get("version") != VERSION:
