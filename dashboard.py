@@ -171,10 +171,13 @@ with st.sidebar:
     st.caption("Optimizer, batch, steps, budget and device apply at the next Start.")
 
 # --- main area: the live views ------------------------------------------------------------------
+# One place for this rerun's messages, there with or without them: a message that came and went moved
+# every view below it, and the rerun after it redrew each view in the place of another.
+messages = st.container()
 if flash := state.pop("flash", None):
-    st.error(flash, icon="⚠️")
+    messages.error(flash, icon="⚠️")
 if notice := state.pop("notice", None):
-    st.warning(notice)
+    messages.warning(notice)
 
 
 @st.fragment(run_every=2.0)

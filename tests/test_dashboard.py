@@ -110,6 +110,21 @@ def test_empty_upload_shows_an_error_and_the_page_keeps_working(app):
     assert not any(m.value == "Compare runs" for m in app.subheader)  # and nothing to compare
 
 
+def test_a_message_that_comes_and_goes_leaves_the_views_in_their_places(app):
+    """Moved down by a message and back up the rerun after, the views were redrawn in each other's places:
+    for a moment a view could show twice, in its old place and its new one."""
+    def places(at):
+        return [type(child).__name__ for child in at.main.children.values()]
+
+    before = places(app)
+    app.radio(key="corpus_source").set_value("upload").run()
+    button(app, "Start").click().run()
+    assert any("Upload a .txt" in e.value for e in app.error)
+    with_message = places(app)
+    app.run()
+    assert not app.error and places(app) == with_message == before
+
+
 GATE_NAMES = {"lstm": ["input", "forget", "candidate", "output"], "gru": ["reset", "update", "candidate"],
               "rnn": ["preactivation"]}
 
