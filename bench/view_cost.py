@@ -49,8 +49,8 @@ def measure(config) -> list[tuple[str, float]]:
         "comparison": lambda: charts.comparison_figure([snap]),
     }
     rows = [("one training step (worker thread)", step_ms),
-            (f"probe (view thread, on a copy; paced to <= {PROBE_SHARE:.1%} of the run)", probe_ms),
-            (f"greedy and sampled text (view thread; paced to <= {SAMPLES_SHARE:.1%} of the run)", samples_ms)]
+            (f"probe (view thread, on a copy; paced to <= {PROBE_SHARE:.0%} of the run)", probe_ms),
+            (f"greedy and sampled text (view thread; paced to <= {SAMPLES_SHARE:.0%} of the run)", samples_ms)]
     total = 0.0
     for name, build in figures.items():
         ms, _ = median_ms(lambda: pio.to_json(build(), validate=False))

@@ -39,11 +39,11 @@ STOP_TIMEOUT_S = 2.0
 COMMAND_TIMEOUT_S = 2.0  # how long pause and resume wait for the run to acknowledge
 # The views may take at most these shares of a run's time, each paced by its own cost: a model whose
 # views take longer than that refreshes them less often than every `view_every_s`. Writing the samples
-# (100 tokens, one model call each) costs about ten times the probe's one pass: paced together within
-# 3%, the probe's heatmaps and gates waited for the samples (13 s between refreshes for the best preset
-# on 2 cores, 45 s for 8 x 512). Apart, the probe comes about twice as often, the samples a tenth later.
-PROBE_SHARE = 0.005  # the probe: hidden states and gates of every layer
-SAMPLES_SHARE = 0.025  # the greedy and the sampled continuation
+# (100 tokens, one model call each) costs about ten times the probe's one pass: paced together, the
+# probe's heatmaps and gates waited for the samples (13 s between refreshes for the best preset on
+# 2 cores, over a minute for 8 x 512).
+PROBE_SHARE = 0.01  # the probe: hidden states and gates of every layer
+SAMPLES_SHARE = 0.02  # the greedy and the sampled continuation
 MAX_WORKERS = int(os.environ.get("DEEPRNN_MAX_WORKERS", "4"))
 # Torch's threads for every run of a session (DEEPRNN_TORCH_THREADS); unset or 0: chosen per run by
 # `torch_threads_for`.

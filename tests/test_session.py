@@ -255,7 +255,7 @@ def test_the_probe_refreshes_at_its_own_pace_not_the_samples(session, config, mo
     original = session_mod.continue_texts
 
     def costly_samples(*args, **kwargs):
-        time.sleep(0.3)  # at 2.5% of the run's time: one refresh of the samples every 12 s
+        time.sleep(0.3)  # at 2% of the run's time: one refresh of the samples every 15 s
         return original(*args, **kwargs)
 
     monkeypatch.setattr(session_mod, "continue_texts", costly_samples)
