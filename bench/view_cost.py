@@ -14,7 +14,7 @@ import torch
 import repo  # noqa: F401  puts the repository's deeprnn on sys.path
 from deeprnn import charts
 from deeprnn.config import preset
-from deeprnn.session import PROBE_SHARE, SAMPLES_SHARE, ViewSettings, probe_of, samples_of, saturation_records
+from deeprnn.session import ViewSettings, compute_views, saturation_records
 from deeprnn.train import Trainer
 from timing import median_ms
 
@@ -34,8 +34,7 @@ def measure(config) -> list[tuple[str, float]]:
         next(steps)
     step_ms, _ = median_ms(lambda: next(steps), repeat=10)
     views = ViewSettings()
-    probe_ms, probe = median_ms(lambda: probe_of(trainer.model, trainer, views))
-    samples_ms, samples = median_ms(lambda: samples_of(trainer.model, trainer, views))
+    views_ms, (probe, samples) = median_ms(lambda: compute_views(trainer, views))
     trainer.report()
     snap = snapshot_for(trainer, probe, samples)
     figures = {
@@ -49,8 +48,7 @@ def measure(config) -> list[tuple[str, float]]:
         "comparison": lambda: charts.comparison_figure([snap]),
     }
     rows = [("one training step (worker thread)", step_ms),
-            (f"probe (view thread, on a copy; paced to <= {PROBE_SHARE:.0%} of the run)", probe_ms),
-            (f"greedy and sampled text (view thread; paced to <= {SAMPLES_SHARE:.0%} of the run)", samples_ms)]
+            ("probe + greedy and sampled text (view thread, on a copy; paced to <= 3% of the run)", views_ms)]
     total = 0.0
     for name, build in figures.items():
         ms, _ = median_ms(lambda: pio.to_json(build(), validate=False))

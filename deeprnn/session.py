@@ -37,13 +37,9 @@ DEFAULT_PROBE = "the time traveller for so it will be convenient to speak of him
 DEFAULT_PREFIX = "time traveller"
 STOP_TIMEOUT_S = 2.0
 COMMAND_TIMEOUT_S = 2.0  # how long pause and resume wait for the run to acknowledge
-# The views may take at most these shares of a run's time, each paced by its own cost: a model whose
-# views take longer than that refreshes them less often than every `view_every_s`. Writing the samples
-# (100 tokens, one model call each) costs about ten times the probe's one pass: paced together, the
-# probe's heatmaps and gates waited for the samples (13 s between refreshes for the best preset on
-# 2 cores, over a minute for 8 x 512).
-PROBE_SHARE = 0.01  # the probe: hidden states and gates of every layer
-SAMPLES_SHARE = 0.02  # the greedy and the sampled continuation
+# The views (probe, gates, samples) may take at most this share of a run's time: a model whose
+# views take longer than that refreshes them less often than every `view_every_s`.
+VIEW_SHARE = 0.03
 MAX_WORKERS = int(os.environ.get("DEEPRNN_MAX_WORKERS", "4"))
 # Torch's threads for every run of a session (DEEPRNN_TORCH_THREADS); unset or 0: chosen per run by
 # `torch_threads_for`.
@@ -337,46 +333,32 @@ def _checkpoint_payload(trainer: Trainer, best: bool) -> dict | None:
     return payload
 
 
+@torch.no_grad()
 def compute_views(trainer: Trainer, views: ViewSettings) -> tuple[Probe, Samples]:
     """The probe (states and gates per layer) and fresh samples, from current or best weights."""
-    model = _view_model(trainer, views)
-    return probe_of(model, trainer, views), samples_of(model, trainer, views)
-
-
-def _view_model(trainer: Trainer, views: ViewSettings):
-    return _model_with(trainer, trainer.best["weights"]) if views.use_best and trainer.best is not None \
-        else trainer.model
-
-
-@torch.no_grad()
-def probe_of(model, trainer: Trainer, views: ViewSettings) -> Probe:
+    model = trainer.model
+    if views.use_best and trainer.best is not None:
+        model = _model_with(trainer, trainer.best["weights"])
     ids = trainer.codec.encode(views.probe_text) or [0]
     traces = trace(model, ids)
     tokens = tuple(trainer.codec.vocab.idx_to_token[i] for i in ids)
-    return Probe(trainer.step, tokens,
-                 tuple(t.hidden.cpu().numpy() for t in traces),
-                 tuple(t.cell.cpu().numpy() for t in traces) if traces[0].cell is not None else None,
-                 tuple({k: v.cpu().numpy() for k, v in t.gates.items()} for t in traces), trainer.codec.separator)
-
-
-def samples_of(model, trainer: Trainer, views: ViewSettings) -> Samples:
+    probe = Probe(trainer.step, tokens,
+                  tuple(t.hidden.cpu().numpy() for t in traces),
+                  tuple(t.cell.cpu().numpy() for t in traces) if traces[0].cell is not None else None,
+                  tuple({k: v.cpu().numpy() for k, v in t.gates.items()} for t in traces), trainer.codec.separator)
     greedy, sampled = continue_texts(model, trainer.codec, views.prefix, trainer.codec.tokens_for(views.length),
                                      (0.0, views.temperature), seed=trainer.step)
-    return Samples(trainer.step, views.prefix, views.temperature, greedy, sampled,
-                   views.use_best and trainer.best is not None)
+    samples = Samples(trainer.step, views.prefix, views.temperature, greedy, sampled,
+                      views.use_best and trainer.best is not None)
+    return probe, samples
 
 
-def _timed_views(run: _Run, source, views: ViewSettings, with_samples: bool):
-    """The probe and, if asked for, the samples, with the cost of each; None for a run that ended while
-    they waited their turn."""
+def _timed_views(run: _Run, source, views: ViewSettings):
+    """Views and their cost, or None for a run that ended while they waited their turn."""
     if run.ended:
         return None
     started = time.perf_counter()
-    model = _view_model(source, views)
-    probe = probe_of(model, source, views)
-    probed = time.perf_counter()
-    samples = samples_of(model, source, views) if with_samples else None
-    return (probe, samples), (probed - started, time.perf_counter() - probed)
+    return compute_views(source, views), time.perf_counter() - started
 
 
 def saturation_records(probe: Probe, cell: str) -> list[dict]:
@@ -395,27 +377,11 @@ def _model_with(trainer: Trainer, weights: dict):
     return model
 
 
-class _Pace:
-    """When a view is next due: at most every `every_s`, and in at most `share` of the run's time."""
-
-    def __init__(self, every_s: float, share: float):
-        self.every_s, self.share = every_s, share
-        self.interval, self.last_cost, self.last = every_s, 0.0, 0.0
-
-    def due(self, now: float) -> bool:
-        return now - self.last >= self.interval
-
-    def took(self, cost: float, now: float) -> None:
-        # the smaller of the last two costs: one slow refresh (the first, cold one) sets no pace
-        self.interval = max(self.every_s, min(cost, self.last_cost) / self.share)
-        self.last_cost, self.last = cost, now
-
-
 class _Worker:
     """The loop of one run's thread: apply commands, train a step, publish, refresh views."""
 
     def __init__(self, run: _Run, view_thread: ThreadPoolExecutor, view_every_s: float, report_every_s: float):
-        self.run, self.report_every_s = run, report_every_s
+        self.run, self.view_every_s, self.report_every_s = run, view_every_s, report_every_s
         self.paused = self.stopped = False
         self.message: str | None = None
         self.status = "starting"
@@ -427,8 +393,8 @@ class _Worker:
         self.probe = self.samples = None
         self.view_seconds = 0.0
         self.saturation = BoundedHistory(recent=2000, archive=2000)
-        self.last_report = 0.0
-        self.probe_pace, self.samples_pace = _Pace(view_every_s, PROBE_SHARE), _Pace(view_every_s, SAMPLES_SHARE)
+        self.last_report = self.last_views = 0.0
+        self.view_interval, self.last_view_cost = view_every_s, 0.0
         self.view_thread = view_thread
         self.pending = None  # the views being computed
 
@@ -474,7 +440,7 @@ class _Worker:
                 continue
             if report is not None:
                 self.last_report = now
-                if self.probe_pace.due(now):  # the samples come along when they are due too
+                if now - self.last_views >= self.view_interval:
                     self.refresh_views()
                 self.publish()
         if self.stopped:
@@ -540,17 +506,14 @@ class _Worker:
         training is halted anyway: a pause, the end, new view settings).
 
         The copy takes the worker a few milliseconds; the view thread's cost, GIL included, paces
-        the refreshes so that the probe takes at most PROBE_SHARE of the run and the samples
-        SAMPLES_SHARE."""
+        the refreshes so that they take at most VIEW_SHARE of the run."""
         if wait and self.pending is not None:
             self.pending.result()
             self.collect()
         if self.pending is None:
             source = SimpleNamespace(model=copy.deepcopy(self.trainer.model), codec=self.trainer.codec,
                                      step=self.trainer.step, best=self.trainer.best)
-            with_samples = wait or self.samples_pace.due(time.perf_counter())
-            self.pending = self.view_thread.submit(_timed_views, self.run, source, ViewSettings(**vars(self.run.views)),
-                                                   with_samples)
+            self.pending = self.view_thread.submit(_timed_views, self.run, source, ViewSettings(**vars(self.run.views)))
         if wait:
             self.pending.result()
         self.collect()
@@ -559,16 +522,15 @@ class _Worker:
         """Take finished views, if any, and pace the next refresh by what they cost."""
         if self.pending is None or not self.pending.done():
             return
-        (self.probe, samples), (probe_cost, samples_cost) = self.pending.result()
+        (self.probe, self.samples), cost = self.pending.result()
         self.pending = None
-        now = time.perf_counter()
-        self.probe_pace.took(probe_cost, now)
-        if samples is not None:
-            self.samples = samples
-            self.samples_pace.took(samples_cost, now)
         for record in saturation_records(self.probe, self.trainer.config.cell):
             self.saturation.append(record)
-        self.view_seconds += probe_cost + samples_cost
+        self.view_seconds += cost
+        self.last_views = time.perf_counter()
+        # the smaller of the last two costs: one slow refresh (the first, cold one) sets no pace
+        self.view_interval = max(self.view_every_s, min(cost, self.last_view_cost) / VIEW_SHARE)
+        self.last_view_cost = cost
 
     def publish(self) -> None:
         """Build a new Snapshot and swap it in: readers see the old one or the new one, whole."""

@@ -102,7 +102,7 @@ def test_views_keep_to_one_thread_beside_a_run_on_two(session, config, monkeypat
             return function(*args, **kwargs)
         return counted
 
-    monkeypatch.setattr(session_mod, "_timed_views", counting(session_mod._timed_views, "views"))
+    monkeypatch.setattr(session_mod, "compute_views", counting(session_mod.compute_views, "views"))
     monkeypatch.setattr(session_mod.Trainer, "report", counting(session_mod.Trainer.report, "run"))
     session.start(config)
     probed = wait_for(lambda: session.snapshot().probe).step
@@ -233,12 +233,12 @@ def test_a_page_run_keeps_a_run_directory_when_asked(session, config, tmp_path):
 def test_views_are_computed_on_a_copy_while_training_goes_on(session, config, monkeypatch):
     original, seen = session_mod._timed_views, []
 
-    def slow_views(run, source, views, with_samples):  # the run it is handed: no race with start() returning
+    def slow_views(run, source, views):  # the run it is handed: no race with start() returning
         trainer = run.trainer
         step = trainer.step
         time.sleep(1.0)  # a probe that takes a second: training must not wait for it
         seen.append((source.model is not trainer.model, step, trainer.step, source.step))
-        return original(run, source, views, with_samples)
+        return original(run, source, views)
 
     monkeypatch.setattr(session_mod, "_timed_views", slow_views)
     session.start(config)
@@ -247,27 +247,3 @@ def test_views_are_computed_on_a_copy_while_training_goes_on(session, config, mo
         assert is_copy and after > before  # steps went on during the probe
         assert probed <= before  # the probe shows the weights as they were copied
     assert session.snapshot().probe.step in {probed for *_, probed in seen}
-
-
-def test_the_probe_refreshes_at_its_own_pace_not_the_samples(session, config, monkeypatch):
-    """Writing the samples costs about ten times the probe; paced by both together, the heatmaps of the
-    best preset waited 13 s between refreshes on 2 cores."""
-    original = session_mod.continue_texts
-
-    def costly_samples(*args, **kwargs):
-        time.sleep(0.3)  # at 2% of the run's time: one refresh of the samples every 15 s
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(session_mod, "continue_texts", costly_samples)
-    session.start(config.replace(epochs=1000))
-    probes, samples = set(), set()
-
-    def five_probes():
-        snap = session.snapshot()
-        if snap.probe:
-            probes.add(snap.probe.step)
-            samples.add(snap.samples.step)
-        return len(probes) >= 5
-
-    wait_for(five_probes, timeout=60, interval=0.05)
-    assert len(samples) <= 2  # the first two: a first, cold refresh sets no pace
