@@ -263,10 +263,12 @@ def samples(snap):
         source = f"best weights, step {snap.best['step']}" if snap.samples.from_best else f"step {snap.samples.step}"
         # One above the other, each as wide as the column: side by side, a line held 13 characters on a
         # laptop's screen and words broke across lines.
-        st.markdown(f"**greedy** ({source})")
-        st.code(snap.samples.greedy, language=None, wrap_lines=True)
-        st.markdown(f"**sampled** at temperature {snap.samples.temperature:g}")
-        st.code(snap.samples.sampled, language=None, wrap_lines=True)
+        for heading, text in ((f"**greedy** ({source})", snap.samples.greedy),
+                              (f"**sampled** at temperature {snap.samples.temperature:g}", snap.samples.sampled)):
+            st.markdown(heading)
+            st.code(text, language=None, wrap_lines=True)
+            if ending := ctl.unseen_ending(text):
+                st.caption(ending)
 
 
 def heatmaps(snap):

@@ -117,3 +117,12 @@ def format_count(count: int) -> str:
     """A count for a metric on the status line: in full up to six digits, then in millions (a metric
     holds about seven characters on a laptop's screen, and "3,301,764" was cut to "3,301…")."""
     return f"{count:,}" if count < 1_000_000 else f"{count / 1e6:.2f} M"
+
+
+def unseen_ending(sample: str) -> str | None:
+    """What a sample ends in that a text box does not show: a model early in training writes mostly
+    spaces, and the book's recipe wrote nothing visible after "time traveller" for its first minute."""
+    blank = len(sample) - len(sample.rstrip())
+    if blank < 3:
+        return None
+    return f"…then {blank} spaces" if set(sample[-blank:]) == {" "} else f"…then {blank} blank characters"

@@ -194,6 +194,13 @@ def test_the_status_lines_counts_fit_a_metric_in_full_or_in_millions():
         ["0", "128,028", "999,999", "3.30 M", "12.35 M"]
 
 
+def test_a_sample_that_ends_in_blanks_says_so_under_its_box():
+    assert controls.unseen_ending("time traveller" + " " * 86) == "…then 86 spaces"
+    assert controls.unseen_ending("time traveller \n\n ") == "…then 4 blank characters"
+    assert controls.unseen_ending("time traveller the  ") is None  # a space or two is no news
+    assert controls.unseen_ending("time traveller the time") is None
+
+
 def test_the_book_is_the_first_preset_and_the_page_starts_on_the_fast_one(app):
     preset = app.selectbox(key="preset")
     assert preset.options[0].startswith("The book") and preset.value == "fast"
