@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 
 from .corpus import Codec
+from .introspect import cell_step
+from .model import map_state
 
 
 @torch.no_grad()
@@ -17,15 +19,29 @@ def continue_batch(model, prefix_ids: list[int], length: int, temperatures: list
         device = next(model.parameters()).device
         rows = len(temperatures)
         logits, state = model(torch.tensor([prefix_ids or [0]] * rows, device=device))
+        logits, state = logits[-1], map_state(lambda s: s[0], state)  # (B, V); (B, H) per layer
         out = [[] for _ in range(rows)]
         for _ in range(length):
-            tokens = [_choose(logits[-1, row], t, top_k, generator) for row, t in enumerate(temperatures)]
+            tokens = [_choose(logits[row], t, top_k, generator) for row, t in enumerate(temperatures)]
             for row, token in enumerate(tokens):
                 out[row].append(token)
-            logits, state = model(torch.tensor(tokens, device=device).unsqueeze(1), state)
+            logits, state = next_logits(model, torch.tensor(tokens, device=device), state)
         return out
     finally:
         model.train(was_training)
+
+
+def next_logits(model, tokens: torch.Tensor, state: list) -> tuple[torch.Tensor, list]:
+    """The logits (B, V) after one more token per row (B,), and the new state, by the cells' equations
+    (the probe's). For a single time step torch's recurrent kernels took 2 to 3 times as long on one
+    thread (0.54 against 0.18 ms a token for the fast preset, 2.4 against 1.1 for the best), and a
+    sample is a hundred such steps."""
+    x = model.encode_inputs(tokens[:, None])[0]
+    new_state = []
+    for layer, layer_state in zip(model.layers, state):
+        x, layer_state = cell_step(model.cell, layer, x, layer_state)
+        new_state.append(layer_state)
+    return model.head(x), new_state
 
 
 def _choose(logits: torch.Tensor, temperature: float, top_k: int, generator) -> int:

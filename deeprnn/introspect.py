@@ -49,11 +49,8 @@ def _lstm_layer(layer, x) -> LayerTrace:
     h = c = torch.zeros(layer.hidden_size, device=x.device)
     out = {name: [] for name in ("hidden", "cell", *GATES["lstm"])}
     for t in range(x.shape[0]):
-        i, f, g, o = (projected[t] + w_hh @ h).chunk(4)
-        i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
-        c = f * c + i * g
-        h = o * torch.tanh(c)
-        for name, value in zip(out, (h, c, i, f, g, o)):
+        h, c, gates = lstm_step(projected[t], h, c, w_hh)
+        for name, value in zip(out, (h, c, *gates)):
             out[name].append(value)
     stacked = {name: torch.stack(values) for name, values in out.items()}
     return LayerTrace(stacked.pop("hidden"), stacked.pop("cell"), stacked)
@@ -65,12 +62,8 @@ def _gru_layer(layer, x) -> LayerTrace:
     h = torch.zeros(layer.hidden_size, device=x.device)
     out = {name: [] for name in ("hidden", *GATES["gru"])}
     for t in range(x.shape[0]):
-        r_x, z_x, n_x = projected[t].chunk(3)
-        r_h, z_h, n_h = (w_hh @ h + b_hh).chunk(3)
-        r, z = torch.sigmoid(r_x + r_h), torch.sigmoid(z_x + z_h)
-        n = torch.tanh(n_x + r * n_h)
-        h = (1 - z) * n + z * h
-        for name, value in zip(out, (h, r, z, n)):
+        h, gates = gru_step(projected[t], h, w_hh, b_hh)
+        for name, value in zip(out, (h, *gates)):
             out[name].append(value)
     stacked = {name: torch.stack(values) for name, values in out.items()}
     return LayerTrace(stacked.pop("hidden"), None, stacked)
@@ -82,11 +75,49 @@ def _rnn_layer(layer, x) -> LayerTrace:
     h = torch.zeros(layer.hidden_size, device=x.device)
     hidden, pre = [], []
     for t in range(x.shape[0]):
-        a = projected[t] + w_hh @ h
-        h = torch.tanh(a)
+        h, (a,) = rnn_step(projected[t], h, w_hh)
         hidden.append(h)
         pre.append(a)
     return LayerTrace(torch.stack(hidden), None, {"preactivation": torch.stack(pre)})
+
+
+# --- one time step of a cell, for one sequence (H,) or a batch (B, H) ---------------------------------
+# `projected` is the input's projection with the biases that PyTorch adds to it.
+def lstm_step(projected, h, c, w_hh):
+    """The new hidden and cell state, and the gates (input, forget, candidate, output)."""
+    i, f, g, o = (projected + h @ w_hh.T).chunk(4, dim=-1)
+    i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
+    c = f * c + i * g
+    return o * torch.tanh(c), c, (i, f, g, o)
+
+
+def gru_step(projected, h, w_hh, b_hh):
+    """The new hidden state and the gates (reset, update, candidate)."""
+    r_x, z_x, n_x = projected.chunk(3, dim=-1)
+    r_h, z_h, n_h = (h @ w_hh.T + b_hh).chunk(3, dim=-1)
+    r, z = torch.sigmoid(r_x + r_h), torch.sigmoid(z_x + z_h)
+    n = torch.tanh(n_x + r * n_h)
+    return (1 - z) * n + z * h, (r, z, n)
+
+
+def rnn_step(projected, h, w_hh):
+    """The new hidden state and its preactivation."""
+    a = projected + h @ w_hh.T
+    return torch.tanh(a), (a,)
+
+
+def cell_step(cell: str, layer, x, state):
+    """One layer, one time step, for a batch: input (B, E) and state ((B, H), or an LSTM's (h, c)) to the
+    layer's output and its new state."""
+    w_ih, w_hh, b_ih, b_hh = layer_weights(layer)
+    if cell == "lstm":
+        h, c, _ = lstm_step(x @ w_ih.T + b_ih + b_hh, *state, w_hh)
+        return h, (h, c)
+    if cell == "gru":
+        h, _ = gru_step(x @ w_ih.T + b_ih, state, w_hh, b_hh)
+    else:
+        h, _ = rnn_step(x @ w_ih.T + b_ih + b_hh, state, w_hh)
+    return h, h
 
 
 # --- saturation ---------------------------------------------------------------------------------

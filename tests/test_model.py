@@ -2,7 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from deeprnn.model import CELLS, StackedRNN, drop
+from deeprnn.generate import next_logits
+from deeprnn.model import CELLS, StackedRNN, drop, map_state
 
 
 def copy_into_stack(reference: nn.Module, model: StackedRNN) -> None:
@@ -76,3 +77,20 @@ def test_drop_zeroes_a_fraction_p_and_scales_the_rest(p):
     assert torch.equal(drop(x, p, training=False), x)
     torch.manual_seed(0)
     assert torch.equal(drop(x, p, training=True), y)  # the seed decides the mask
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("layers", [1, 3])
+@pytest.mark.parametrize("embedding", [0, 6])
+def test_writing_token_by_token_gives_the_models_own_logits(cell, layers, embedding):
+    """Samples are written one token at a time by the cells' equations, not torch's kernels: they must
+    compute the same function, state carried over included."""
+    torch.manual_seed(layers)
+    model = StackedRNN(13, cell, layers, 10, embedding=embedding, dropout=0.3).eval()
+    ids = torch.randint(0, 13, (2, 9))
+    expected, _ = model(ids)
+    state = map_state(lambda s: s[0], model.begin_state(2, "cpu"))
+    for t in range(ids.shape[1]):
+        logits, state = next_logits(model, ids[:, t], state)
+        assert torch.allclose(logits, expected[t], atol=1e-5), f"step {t}"
+
