@@ -34,7 +34,10 @@ def measure(config) -> list[tuple[str, float]]:
         next(steps)
     step_ms, _ = median_ms(lambda: next(steps), repeat=10)
     views = ViewSettings()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the session's view thread computes them
     views_ms, (probe, samples) = median_ms(lambda: compute_views(trainer, views))
+    torch.set_num_threads(threads)
     trainer.report()
     snap = snapshot_for(trainer, probe, samples)
     figures = {
@@ -48,7 +51,7 @@ def measure(config) -> list[tuple[str, float]]:
         "comparison": lambda: charts.comparison_figure([snap]),
     }
     rows = [("one training step (worker thread)", step_ms),
-            ("probe + greedy and sampled text (view thread, on a copy; paced to <= 3% of the run)", views_ms)]
+            ("probe + greedy and sampled text (view thread, one torch thread; paced to <= 3% of the run)", views_ms)]
     total = 0.0
     for name, build in figures.items():
         ms, _ = median_ms(lambda: pio.to_json(build(), validate=False))
