@@ -44,8 +44,7 @@ def trace(model, ids: list[int]) -> list[LayerTrace]:
 
 
 def _lstm_layer(layer, x) -> LayerTrace:
-    w_ih, w_hh, b_ih, b_hh = layer_weights(layer)
-    projected = x @ w_ih.T + b_ih + b_hh  # input projections of all time steps at once
+    projected, w_hh, _ = _input_projection("lstm", layer, x)  # of all time steps at once
     h = c = torch.zeros(layer.hidden_size, device=x.device)
     out = {name: [] for name in ("hidden", "cell", *GATES["lstm"])}
     for t in range(x.shape[0]):
@@ -57,8 +56,7 @@ def _lstm_layer(layer, x) -> LayerTrace:
 
 
 def _gru_layer(layer, x) -> LayerTrace:
-    w_ih, w_hh, b_ih, b_hh = layer_weights(layer)
-    projected = x @ w_ih.T + b_ih
+    projected, w_hh, b_hh = _input_projection("gru", layer, x)
     h = torch.zeros(layer.hidden_size, device=x.device)
     out = {name: [] for name in ("hidden", *GATES["gru"])}
     for t in range(x.shape[0]):
@@ -70,8 +68,7 @@ def _gru_layer(layer, x) -> LayerTrace:
 
 
 def _rnn_layer(layer, x) -> LayerTrace:
-    w_ih, w_hh, b_ih, b_hh = layer_weights(layer)
-    projected = x @ w_ih.T + b_ih + b_hh
+    projected, w_hh, _ = _input_projection("rnn", layer, x)
     h = torch.zeros(layer.hidden_size, device=x.device)
     hidden, pre = [], []
     for t in range(x.shape[0]):
@@ -82,7 +79,13 @@ def _rnn_layer(layer, x) -> LayerTrace:
 
 
 # --- one time step of a cell, for one sequence (H,) or a batch (B, H) ---------------------------------
-# `projected` is the input's projection with the biases that PyTorch adds to it.
+def _input_projection(cell: str, layer, x):
+    """The layer's input projection of x (..., E), with the biases that PyTorch adds to it (a GRU adds its
+    recurrent bias inside the reset gate instead), and the recurrent weight and bias for the steps."""
+    w_ih, w_hh, b_ih, b_hh = layer_weights(layer)
+    return x @ w_ih.T + (b_ih if cell == "gru" else b_ih + b_hh), w_hh, b_hh
+
+
 def lstm_step(projected, h, c, w_hh):
     """The new hidden and cell state, and the gates (input, forget, candidate, output)."""
     i, f, g, o = (projected + h @ w_hh.T).chunk(4, dim=-1)
@@ -109,14 +112,11 @@ def rnn_step(projected, h, w_hh):
 def cell_step(cell: str, layer, x, state):
     """One layer, one time step, for a batch: input (B, E) and state ((B, H), or an LSTM's (h, c)) to the
     layer's output and its new state."""
-    w_ih, w_hh, b_ih, b_hh = layer_weights(layer)
+    projected, w_hh, b_hh = _input_projection(cell, layer, x)
     if cell == "lstm":
-        h, c, _ = lstm_step(x @ w_ih.T + b_ih + b_hh, *state, w_hh)
+        h, c, _ = lstm_step(projected, *state, w_hh)
         return h, (h, c)
-    if cell == "gru":
-        h, _ = gru_step(x @ w_ih.T + b_ih, state, w_hh, b_hh)
-    else:
-        h, _ = rnn_step(x @ w_ih.T + b_ih + b_hh, state, w_hh)
+    h, _ = gru_step(projected, state, w_hh, b_hh) if cell == "gru" else rnn_step(projected, state, w_hh)
     return h, h
 
 
