@@ -10,6 +10,7 @@ from deeprnn import controls
 from deeprnn import session as session_mod
 from deeprnn.cli import main
 from deeprnn.config import preset
+from deeprnn.rundir import read_run_dir
 from deeprnn.session import TrainingSession
 from deeprnn.snapshot import IDLE
 
@@ -35,7 +36,6 @@ def test_word_samples_are_about_as_many_characters_as_character_samples(session,
 
 
 def test_a_word_runs_probe_keeps_its_separator_live_and_in_its_run_directory(session, config, tmp_path):
-    from deeprnn.rundir import read_run_dir
     session.start(config.replace(tokens="word", epochs=1), run_dir=tmp_path / "words")
     snap = wait_for(lambda: (s := session.snapshot()).probe and s)
     assert snap.probe.tokens[:2] == ("the", "time") and snap.probe.separator == " "
@@ -154,7 +154,6 @@ def test_lr_change_lands_at_the_next_step(session, config):
 
 
 def test_clip_and_temperature_changes_are_events_and_reach_the_run_directory(session, config, tmp_path):
-    from deeprnn.rundir import read_run_dir
     session.start(config, run_dir=tmp_path / "run")
     wait_for(lambda: session.snapshot().step > 2)
     session.set_clip(0.5)
@@ -219,7 +218,6 @@ def test_export_csv_and_checkpoint_for_the_cli(session, config, tmp_path, capsys
 
 
 def test_a_page_run_keeps_a_run_directory_when_asked(session, config, tmp_path):
-    from deeprnn.rundir import read_run_dir
     session.start(config.replace(epochs=2), run_dir=tmp_path / "page-run")
     wait_for(lambda: session.snapshot().status == "finished")
     watched = read_run_dir(tmp_path / "page-run")
