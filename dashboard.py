@@ -96,6 +96,14 @@ def chart(key, build, *args, container=st):
     container.plotly_chart(memo[key][1], width="stretch", key=key)
 
 
+def places(count, container=st):
+    """`count` empty places in a row, for elements a view draws only sometimes. When a fragment's rerun
+    draws fewer elements than its last, Streamlit removes the old last ones only if its cleanup wins a
+    race with the other fragments' runs; losing it, they stayed on screen for seconds (in CI, a third
+    sample box under the two headings). A place left empty holds its position instead."""
+    return [container.empty() for _ in range(count)]
+
+
 def _same(a, b) -> bool:
     if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
         return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
@@ -185,16 +193,18 @@ def live_status():
     """The status line, every 2 s: every fragment run costs the browser a render cycle, and a 1 s
     cadence took 0.06-0.07 of a core more from the cores the training runs on."""
     snap = current_snapshot()
+    watching, = places(1)
     if state.watch_dir:
-        st.info(f"Watching the run directory `{state.watch_dir}` (read-only). Clear the field to train here.")
+        watching.info(f"Watching the run directory `{state.watch_dir}` (read-only). Clear the field to train here.")
     if state.get("last_status") not in (None, snap.status) and snap.run_id == state.get("last_run"):
         state.last_status = snap.status
         st.rerun()  # the sidebar's buttons follow the run's state
     state.last_status, state.last_run = snap.status, snap.run_id
     status_bar(snap)
+    invitation, = places(1)
     if snap.status == "idle" and not state.watch_dir:
-        st.info("Choose a preset and press **Start**. The curves, each layer's hidden states and the "
-                "model's own writing appear here as it trains.")
+        invitation.info("Choose a preset and press **Start**. The curves, each layer's hidden states and the "
+                        "model's own writing appear here as it trains.")
 
 
 # The curves and the probe views redraw every 2 s, or every 4 s while the run trains on all of a CPU's
@@ -217,17 +227,18 @@ def live_views():
 
 def status_bar(snap):
     st.markdown(f"### {snap.name} · `{snap.status}`" if snap.config else "### Watch a deep RNN learn")
-    for notice in snap.notices:
-        st.warning(notice)
+    notices_place, message_place, progress_place, numbers_place = places(4)
+    if snap.notices:
+        notices_place.warning("\n\n".join(snap.notices))
     if snap.message:  # a message without a run (idle) is a run directory that could not be read
-        (st.error if snap.status in ("failed", "idle") else st.warning)(snap.message, icon="⚠️")
+        (message_place.error if snap.status in ("failed", "idle") else message_place.warning)(snap.message, icon="⚠️")
     if snap.config is None or (snap.status == "failed" and not snap.step):
         return  # nothing was trained: the message says why, and rows of zeros would say nothing
     budget = snap.config.epochs
-    st.progress(min(snap.epoch / budget, 1.0), text=f"epoch {snap.epoch} / {budget} · step {snap.step:,} · "
-                                                       f"{snap.tokens:,} tokens")
+    progress_place.progress(min(snap.epoch / budget, 1.0), text=f"epoch {snap.epoch} / {budget} · "
+                                                                f"step {snap.step:,} · {snap.tokens:,} tokens")
     # A row that wraps on a narrow screen: six fixed columns cut the numbers short there ("45,…").
-    row = st.container(horizontal=True, gap="small")
+    row = numbers_place.container(horizontal=True, gap="small")
     row.metric("tokens/s", ctl.format_count(round(snap.tokens_per_s)), help="Over the run's last 2 s of training.")
     row.metric("elapsed", _duration(snap.elapsed))
     row.metric("ETA", _duration(snap.eta) if snap.eta is not None and snap.active else "–")
@@ -247,8 +258,9 @@ def curves(snap):
     # Drawn even before the first point: the new run's points then update a chart on screen instead
     # of creating one, which took the browser up to two seconds more.
     chart("curves", charts.curves_figure, snap, x, metric, log_y)
+    hint, = places(1)
     if snap.active and not snap.metrics:
-        st.caption("The first point appears after the first minibatch.")
+        hint.caption("The first point appears after the first minibatch.")
 
 
 def samples(snap):
@@ -259,16 +271,21 @@ def samples(snap):
     row.slider("Temperature", 0.1, 2.0, step=0.1, key="temperature", on_change=apply_views)
     st.toggle("Best weights ★", key="use_best", on_change=apply_views, disabled=snap.best is None,
               help="Write with the weights kept at the lowest held-out perplexity so far, marked ★ on the curve.")
-    if snap.samples:
-        source = f"best weights, step {snap.best['step']}" if snap.samples.from_best else f"step {snap.samples.step}"
-        # One above the other, each as wide as the column: side by side, a line held 13 characters on a
-        # laptop's screen and words broke across lines.
-        for heading, text in ((f"**greedy** ({source})", snap.samples.greedy),
-                              (f"**sampled** at temperature {snap.samples.temperature:g}", snap.samples.sampled)):
+    greedy_place, sampled_place = places(2)
+    if not snap.samples:
+        return
+    source = f"best weights, step {snap.best['step']}" if snap.samples.from_best else f"step {snap.samples.step}"
+    # One above the other, each as wide as the column: side by side, a line held 13 characters on a
+    # laptop's screen and words broke across lines.
+    for place, heading, text in ((greedy_place, f"**greedy** ({source})", snap.samples.greedy),
+                                 (sampled_place, f"**sampled** at temperature {snap.samples.temperature:g}",
+                                  snap.samples.sampled)):
+        with place.container():
             st.markdown(heading)
             st.code(text, language=None, wrap_lines=True)
+            note, = places(1)
             if ending := ctl.unseen_ending(text):
-                st.caption(ending)
+                note.caption(ending)
 
 
 def heatmaps(snap):
@@ -279,10 +296,11 @@ def heatmaps(snap):
                             horizontal=True, key="heatmap_states")
     how = units_col.selectbox("units shown", ["most active", "first"], key="heatmap_units")
     count = count_col.select_slider("how many", [8, 16, 32, 64], key="heatmap_count")
+    caption_place, chart_place = places(2)
     if snap.probe:
-        st.caption(f"Layer 1 at the bottom, layer {len(snap.probe.hidden)} on top; "
-                   f"colour is the activation, probed at step {snap.probe.step}.")
-        chart("heatmaps", charts.heatmaps_figure, snap.probe, states, count, how)
+        caption_place.caption(f"Layer 1 at the bottom, layer {len(snap.probe.hidden)} on top; "
+                              f"colour is the activation, probed at step {snap.probe.step}.")
+        chart("heatmaps", charts.heatmaps_figure, snap.probe, states, count, how, container=chart_place)
 
 
 def _duration(seconds):
@@ -312,25 +330,27 @@ def inside_the_network(snap):
     st.subheader("Inside the network")
     view = st.radio("View", INSIDE_VIEWS, horizontal=True, key="inside_view", label_visibility="collapsed")
     probe, cell = snap.probe, snap.config.cell
+    first, second, third = places(3)  # as many as the fullest view draws: a view switch leaves nothing behind
     if view == "Gates":
-        gate = st.radio("Gate", introspect.GATES[cell], horizontal=True, key="gate")
+        gate = first.radio("Gate", introspect.GATES[cell], horizontal=True, key="gate")
         if probe:
-            chart("gates_chart", charts.gates_figure, probe, gate, state.heatmap_count, state.heatmap_units)
+            chart("gates_chart", charts.gates_figure, probe, gate, state.heatmap_count, state.heatmap_units,
+                  container=second)
     elif view == "Saturation":
-        gate = st.radio("Saturation of", introspect.saturation_gates(cell), horizontal=True, key="saturation_gate")
-        scatter_col, history_col = st.columns(2)
+        gate = first.radio("Saturation of", introspect.saturation_gates(cell), horizontal=True, key="saturation_gate")
+        scatter_col, history_col = second.container().columns(2)
         if probe:
             chart("saturation_chart", charts.saturation_figure, probe, cell, gate, container=scatter_col)
         chart("saturation_history", charts.saturation_history_figure, snap.saturation, gate, container=history_col)
-        st.caption("Each dot is a unit: how often over the probe text it sits below 0.1 or above 0.9 "
-                   "(Karpathy, Johnson and Fei-Fei, 2015). A plain RNN's tanh units are shown mapped to [0, 1].")
+        third.caption("Each dot is a unit: how often over the probe text it sits below 0.1 or above 0.9 "
+                      "(Karpathy, Johnson and Fei-Fei, 2015). A plain RNN's tanh units are shown mapped to [0, 1].")
     elif view == "Gradient flow":
-        chart("gradient_chart", charts.gradient_figure, snap.metrics)
-        st.caption("Solid: each layer's input weights; dashed: its recurrent weights. A click on a layer in the "
-                   "legend hides both.")
-        chart("clipped_chart", charts.clipped_figure, snap.metrics)
+        chart("gradient_chart", charts.gradient_figure, snap.metrics, container=first)
+        second.caption("Solid: each layer's input weights; dashed: its recurrent weights. A click on a layer in the "
+                       "legend hides both.")
+        chart("clipped_chart", charts.clipped_figure, snap.metrics, container=third)
     else:
-        interpretable_units(probe, snap.config.tokens)
+        interpretable_units(probe, snap.config.tokens, first, second, third)
     if view != "Interpretable units" or not probe:  # no unit boxes: shown again, it starts at the best unit
         state.pop("finder_shown_pattern", None)
 
@@ -338,19 +358,20 @@ def inside_the_network(snap):
 INSIDE_VIEWS = ["Gates", "Saturation", "Gradient flow", "Interpretable units"]
 
 
-def interpretable_units(probe, tokens):
-    pattern_col, regex_col = st.columns(2)
+def interpretable_units(probe, tokens, question_place, problem_place, answer_place):
+    pattern_col, regex_col = question_place.container().columns(2)
     pattern = pattern_col.selectbox("Find units that track", [*introspect.finder_patterns(tokens),
                                                               "a regular expression"], key="finder_pattern")
+    regex_place, = places(1, container=regex_col)
     if pattern == "a regular expression":
-        pattern = regex_col.text_input("Regular expression over the probe text", value="[aeiou]", key="finder_regex")
+        pattern = regex_place.text_input("Regular expression over the probe text", value="[aeiou]", key="finder_regex")
     if not probe:
         return
     try:
         marked = introspect.pattern_mask(probe.tokens, pattern, probe.separator)
         ranked = introspect.rank_units(list(probe.hidden), marked)
     except introspect.PatternError as err:
-        st.warning(str(err))
+        problem_place.warning(str(err))
         ranked = []
     if ranked and pattern != state.get("finder_shown_pattern"):  # a new question starts at its best answer
         state.unit_layer, state.unit_index = ranked[0]["layer"], ranked[0]["unit"]
@@ -362,7 +383,7 @@ def interpretable_units(probe, tokens):
     state.finder_applied = rows
     state.unit_layer = min(state.unit_layer, len(probe.hidden))  # the run may have fewer layers or units
     state.unit_index = min(state.unit_index, probe.hidden[0].shape[1] - 1)
-    table_col, viewer_col = st.columns([2, 3])
+    table_col, viewer_col = answer_place.container().columns([2, 3])
     table_col.dataframe(ranked, hide_index=True, on_select="rerun", selection_mode="single-row",
                         key="finder_table", width="stretch")
     table_col.caption("Pick a row to show that unit.")
@@ -398,9 +419,11 @@ def comparison(runs):
     state.compare = [run_id for run_id in state.get("compare", []) if run_id in labels] + new_runs
     chosen = st.multiselect("Runs", list(labels), format_func=labels.get, key="compare")
     shown = [r for r in runs if r.run_id in chosen]
+    chart_place, table_place = places(2)
     if shown:
-        chart("compare_chart", charts.comparison_figure, shown, state.curve_x, state.curve_log)  # as the curves
-        st.dataframe(charts.comparison_table(shown), hide_index=True, width="stretch", column_config=RUN_COLUMNS)
+        chart("compare_chart", charts.comparison_figure, shown, state.curve_x, state.curve_log,  # as the curves
+              container=chart_place)
+        table_place.dataframe(charts.comparison_table(shown), hide_index=True, width="stretch", column_config=RUN_COLUMNS)
 
 
 RUN_COLUMNS = {"params": st.column_config.NumberColumn(format="localized"),
