@@ -59,7 +59,9 @@ def test_start_curves_then_three_layers_then_close_ends_the_training_process(ser
     finally:
         page.screenshot(path=ARTIFACTS / "dashboard-three-layers.png", full_page=True)
     assert page.locator("h3", has_text="LSTM x3").is_visible()
-    page.wait_for_timeout(2500)  # let the new run's curve and samples appear
+    for _ in range(25):  # while the new run's curve and samples appear, no box of the old run's stays
+        assert page.get_by_test_id("stCode").count() <= 2, "a sample box left over from an earlier rerun"
+        page.wait_for_timeout(100)
     page.screenshot(path=ARTIFACTS / "dashboard-three-layers.png", full_page=True)
     assert heatmap_layers(page) == {"layer 1", "layer 2", "layer 3"}
     assert_samples_span_their_column(page)
