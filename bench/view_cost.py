@@ -14,7 +14,7 @@ import torch
 import repo  # noqa: F401  puts the repository's deeprnn on sys.path
 from deeprnn import charts
 from deeprnn.config import preset
-from deeprnn.session import ViewSettings, compute_views, saturation_records
+from deeprnn.session import VIEW_SHARE, ViewSettings, compute_views, saturation_records
 from deeprnn.train import Trainer
 from timing import median_ms
 
@@ -51,7 +51,8 @@ def measure(config) -> list[tuple[str, float]]:
         "comparison": lambda: charts.comparison_figure([snap]),
     }
     rows = [("one training step (worker thread)", step_ms),
-            ("probe + greedy and sampled text (view thread, one torch thread; paced to <= 3% of the run)", views_ms)]
+            (f"probe + greedy and sampled text (view thread, one torch thread; paced to <= {VIEW_SHARE:.0%} of the run)",
+             views_ms)]
     total = 0.0
     for name, build in figures.items():
         ms, _ = median_ms(lambda: pio.to_json(build(), validate=False))

@@ -93,4 +93,3 @@ def test_writing_token_by_token_gives_the_models_own_logits(cell, layers, embedd
     for t in range(ids.shape[1]):
         logits, state = next_logits(model, ids[:, t], state)
         assert torch.allclose(logits, expected[t], atol=1e-5), f"step {t}"
-
