@@ -2,10 +2,11 @@
 never unpickled; a failed save leaves the previous checkpoint whole."""
 import os
 import pickle
+import random
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from deeprnn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -73,6 +74,16 @@ def test_any_damage_to_a_checkpoint_is_a_clean_error_or_a_whole_checkpoint(saved
     else:  # flipped bytes inside a tensor's data still load: the structure must be the whole one
         assert set(payload) == set(load_checkpoint(good))
         assert payload["model"].keys() == trainer.model.state_dict().keys()
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(min_size=1, max_size=3000))
+@example(data=random.Random(0).randbytes(3000))  # the unpickler ran out of stack: an IndexError
+def test_any_bytes_that_are_not_a_checkpoint_are_a_clean_error(tmp_path, data):
+    path = tmp_path / "bytes.pt"
+    path.write_bytes(data)
+    with pytest.raises(CheckpointError, match="bytes.pt is (not a readable deeprnn checkpoint|a PyTorch file but)"):
+        load_checkpoint(path)
 
 
 def test_failed_save_keeps_previous_checkpoint(saved, tmp_path, monkeypatch):
