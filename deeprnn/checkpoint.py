@@ -32,6 +32,21 @@ def save_checkpoint(payload: dict, path: str | Path) -> Path:
     return path
 
 
+def writable_folder(path: str | Path) -> Path:
+    """`path`, made if need be, once a file can be written in it; else CheckpointError, said now rather
+    than when a long run ends and its checkpoint has nowhere to go."""
+    path = Path(path)
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise CheckpointError(f"cannot write in {path}: {existing} is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
+    except OSError as err:
+        raise CheckpointError(f"cannot write in {path}: {err.strerror or err}") from err
+    return path
+
+
 def checkpoint_bytes(payload: dict) -> bytes:
     """The bytes of a checkpoint file, for a download."""
     buffer = io.BytesIO()

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from .batches import TooShortError
-from .checkpoint import CheckpointError
+from .checkpoint import CheckpointError, writable_folder
 from .config import CHOICES, PRESETS, ConfigError, RunConfig, preset
 from .corpus import CorpusError
 from .generate import continue_text
@@ -69,7 +69,7 @@ def build_parser() -> Parser:
                        help="auto: on one GPU, record the whole training step as a CUDA graph and replay it")
     train.add_argument("--report-every", type=int, help="minibatches between report points (0: per epoch)")
     train.add_argument("--eval-every", type=int, help="minibatches between held-out evaluations (0: per epoch)")
-    train.add_argument("--save", help="write a checkpoint here at the end (and on divergence)")
+    train.add_argument("--save", help="write a checkpoint here at the end (and on divergence or Ctrl-C)")
     train.add_argument("--resume", help="continue from this checkpoint, or from a run directory's")
     train.add_argument("--run-dir", help="keep a run directory here (metrics, probe, samples, checkpoint)")
     train.add_argument("--json", action="store_true", help="end with one JSON line of results")
@@ -115,6 +115,7 @@ def distributed():
 
 
 def train(args) -> int:
+    check_destinations(args)
     with distributed():
         trainer = make_trainer(args)
         try:
@@ -122,7 +123,12 @@ def train(args) -> int:
             writer = RunDirWriter(args.run_dir, trainer) if args.run_dir and lead else None
             if lead:
                 announce(trainer)
-            status = run_to_the_end(trainer, writer, verbose=lead)
+            try:
+                status = run_to_the_end(trainer, writer, verbose=lead)
+            except KeyboardInterrupt:
+                if lead:
+                    keep_interrupted(trainer, writer, args.save)
+                raise
             if args.save and lead:
                 trainer.save(args.save)
             if status == 0 and lead:
@@ -132,6 +138,27 @@ def train(args) -> int:
             # DDP's reducer must go while the process group lives: freed later, from the main
             # thread, it deadlocks with gloo's threads over the GIL.
             trainer.forward = trainer.model
+
+
+def check_destinations(args) -> None:
+    """Refuse a --save or --run-dir that cannot be written before training, not after it."""
+    if args.save:
+        if Path(args.save).is_dir():
+            raise CheckpointError(f"--save {args.save} is a folder; name a file, such as {Path(args.save) / 'run.pt'}")
+        writable_folder(Path(args.save).parent)
+    if args.run_dir:
+        writable_folder(args.run_dir)
+
+
+def keep_interrupted(trainer: Trainer, writer: RunDirWriter | None, save: str | None) -> None:
+    """Ctrl-C keeps what was trained: --save and the run directory get the weights of the last step."""
+    if writer:
+        writer.update(trainer, "stopped", checkpoint=True, message="interrupted")
+    if save:
+        trainer.save(save)
+    kept = ", ".join(str(p) for p in (save, writer and writer.path / CHECKPOINT) if p)
+    if kept:
+        print(f"interrupted at step {trainer.step}; its weights are in {kept}", file=sys.stderr)
 
 
 def announce(trainer: Trainer) -> None:

@@ -1,8 +1,16 @@
 import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
+from deeprnn.checkpoint import load_checkpoint
 from deeprnn.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TINY = ["--max-tokens", "3000", "--hidden", "16", "--embedding", "8", "--batch", "4", "--steps", "8",
         "--epochs", "1", "--device", "cpu"]
@@ -63,3 +71,38 @@ def test_bf16_on_a_cpu_without_bf16_instructions_is_refused_by_name(monkeypatch,
     assert main(["train", *TINY, "--precision", "bf16"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: precision bf16 needs a CPU with bf16 instructions"), err
+
+
+@pytest.mark.parametrize("destination, message", [
+    (["--save", "{file}/run.pt"], "error: cannot write in {file}: {file} is a file, not a folder"),
+    (["--save", "{tmp}"], "error: --save {tmp} is a folder; name a file"),
+    (["--run-dir", "{file}/run"], "error: cannot write in {file}/run: {file} is a file, not a folder"),
+])
+def test_a_destination_that_cannot_be_written_is_refused_before_training(tmp_path, capsys, destination, message):
+    file = tmp_path / "a-file"
+    file.write_text("not a folder")
+    fill = lambda text: text.format(file=file, tmp=tmp_path)  # noqa: E731
+    assert main(["train", *TINY, *map(fill, destination)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(fill(message)), err  # no "training …" line: it never began
+
+
+def test_ctrl_c_keeps_the_weights_trained_so_far(tmp_path):
+    run_dir, save = tmp_path / "run", tmp_path / "run.pt"
+    proc = subprocess.Popen([sys.executable, "-m", "deeprnn", "train", *TINY, "--epochs", "100000", "--save", str(save),
+                             "--run-dir", str(run_dir)], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (run_dir / "checkpoint.pt").is_file():  # an epoch's end has been written
+            assert time.monotonic() < deadline and proc.poll() is None, "no epoch ended"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        err = proc.communicate(timeout=60)[1]
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["status"] == "stopped" and status["step"] > 0
+    for checkpoint in (save, run_dir / "checkpoint.pt"):
+        assert load_checkpoint(checkpoint)["counters"]["step"] == status["step"]
+    assert f"interrupted at step {status['step']}; its weights are in {save}" in err
