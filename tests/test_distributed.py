@@ -25,8 +25,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def torchrun(processes: int, args: list[str], **popen) -> subprocess.Popen:
-    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
+def torchrun(processes: int, args: list[str], tmp_dir: Path, **popen) -> subprocess.Popen:
+    # TMPDIR: torchrun leaves a torchelastic_* folder of logs in the temporary directory at every launch.
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_dir)}
     return subprocess.Popen(
         [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}", "--master_addr=127.0.0.1",
          f"--master_port={free_port()}", "-m", "deeprnn", "train", *args], cwd=ROOT, env=env, **popen)
@@ -39,7 +40,7 @@ def train_losses(run_dir: Path) -> list[float]:
 def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     assert main(["train", *RECIPE, "--epochs", "2", "--run-dir", str(one)]) == 0
-    proc = torchrun(2, [*RECIPE, "--epochs", "2", "--run-dir", str(two)], stdout=subprocess.PIPE,
+    proc = torchrun(2, [*RECIPE, "--epochs", "2", "--run-dir", str(two)], tmp_path, stdout=subprocess.PIPE,
                     stderr=subprocess.STDOUT, text=True)
     output = proc.communicate(timeout=240)[0]
     assert proc.returncode == 0, output
@@ -58,7 +59,7 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
 
 def test_killing_a_rank_leaves_a_readable_resumable_run_dir(tmp_path):
     run_dir = tmp_path / "run"
-    proc = torchrun(2, [*RECIPE, "--epochs", "400", "--run-dir", str(run_dir)], stdout=subprocess.DEVNULL,
+    proc = torchrun(2, [*RECIPE, "--epochs", "400", "--run-dir", str(run_dir)], tmp_path, stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
