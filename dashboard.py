@@ -7,6 +7,7 @@ from deeprnn import charts
 from deeprnn import controls as ctl
 from deeprnn import introspect
 from deeprnn.batches import TooShortError
+from deeprnn.checkpoint import CheckpointError
 from deeprnn.config import ConfigError
 from deeprnn.corpus import CorpusError
 from deeprnn.rundir import RunDirError, read_run_dir
@@ -72,7 +73,7 @@ def start_run():
         # Long enough for the first step of the best preset's model beside the page (its first point
         # came 1.5 to 1.8 s after the start on 2 cores); a small model's comes within a fraction of that.
         session.wait_for_first_point(timeout=2.5)
-    except (ConfigError, SessionError, CorpusError, TooShortError) as err:
+    except (ConfigError, SessionError, CorpusError, TooShortError, CheckpointError) as err:
         state.flash = str(err)
 
 

@@ -6,10 +6,10 @@ between that dict, the presets and the one validated RunConfig.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import torch
 
+from .checkpoint import writable_folder
 from .config import PRESETS, RunConfig, preset
 from .corpus import MAX_TEXT_BYTES, CorpusError, decode_text
 from .device import device_kind
@@ -72,9 +72,10 @@ def config_from_values(values: dict, text: str | None = None) -> RunConfig:
 
 
 def run_dir_for(base: str, config: RunConfig) -> str:
-    """A fresh run directory under `base`, named by time and architecture."""
+    """A fresh run directory under `base`, named by time and architecture; CheckpointError before the
+    run starts when nothing can be written under `base`."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    return str(Path(base) / f"{stamp}-{config.cell}x{config.layers}-h{config.hidden}")
+    return str(writable_folder(base) / f"{stamp}-{config.cell}x{config.layers}-h{config.hidden}")
 
 
 def text_from_upload(name: str, data: bytes) -> tuple[str, str | None]:

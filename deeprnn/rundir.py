@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .checkpoint import writable_folder
 from .config import RunConfig
 from .history import BoundedHistory
 from .snapshot import Probe, Samples, Snapshot, run_name
@@ -52,8 +53,7 @@ class RunDirWriter:
     """Mirrors a Trainer into a run directory; call `update` at report points."""
 
     def __init__(self, path, trainer: Trainer):
-        self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.path = writable_folder(path)
         self.started = time.time()
         _write_json(self.path / "config.json", {k: v for k, v in trainer.config.to_dict().items() if k != "text"})
         # Resuming appends after what the directory already holds.

@@ -110,6 +110,19 @@ def test_empty_upload_shows_an_error_and_the_page_keeps_working(app):
     assert not any(m.value == "Compare runs" for m in app.subheader)  # and nothing to compare
 
 
+def test_runs_are_written_under_a_folder_only_once_it_can_be_written(app, tmp_path):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    app.text_input(key="write_dir").set_value(str(a_file / "runs")).run()
+    button(app, "Start").click().run()
+    assert [e.value for e in app.error] == [f"cannot write in {a_file / 'runs'}: {a_file} is a file, not a folder"]
+    assert "Watch a deep RNN" in title(app)  # said before any run began: none failed
+    app.text_input(key="write_dir").set_value(str(tmp_path / "runs")).run()
+    button(app, "Start").click().run()
+    rerun_until(app, lambda at: "running" in title(at))
+    assert [p.name.endswith("-lstmx2-h96") for p in (tmp_path / "runs").iterdir()] == [True]
+
+
 def test_a_message_that_comes_and_goes_leaves_the_views_in_their_places(app):
     """Moved down by a message and back up the rerun after, the views were redrawn in each other's places:
     for a moment a view could show twice, in its old place and its new one."""
