@@ -13,7 +13,7 @@ import torch
 
 from .batches import TooShortError
 from .checkpoint import CheckpointError, writable_folder
-from .config import CHOICES, PRESETS, ConfigError, RunConfig, preset
+from .config import CHOICES, PRESETS, ConfigError, RunConfig, check_range, preset
 from .corpus import CorpusError
 from .generate import continue_text
 from .rundir import CHECKPOINT, RunDirWriter
@@ -83,6 +83,9 @@ def build_parser() -> Parser:
     return parser
 
 
+# generate's flags, as config.RANGES: (low, high, low_open, high_open); temperature 0 is greedy.
+GENERATE_RANGES = {"length": (0, 100_000, False, False), "temperature": (0.0, 100.0, False, False),
+                   "top_k": (0, 1_000_000, False, False)}
 NOT_CONFIG = {"command", "preset", "save", "resume", "run_dir", "json"}
 
 
@@ -220,10 +223,8 @@ def print_results(trainer: Trainer, as_json: bool) -> None:
 
 
 def generate(args) -> int:
-    if args.length < 0 or args.length > 100_000:
-        raise ConfigError("length", f"must be >= 0 and <= 100000 (got {args.length})")
-    if args.temperature < 0:
-        raise ConfigError("temperature", f"must be >= 0 (got {args.temperature})")
+    for name, bounds in GENERATE_RANGES.items():
+        check_range(name, getattr(args, name), bounds)
     model, codec, _ = model_from_checkpoint(args.checkpoint)
     print(continue_text(model, codec, args.prefix, args.length, args.temperature, args.top_k, args.seed))
     return 0

@@ -128,20 +128,26 @@ def validate(config: RunConfig) -> None:
     if config.max_tokens != -1 and not 1 <= config.max_tokens <= 10**10:
         raise ConfigError("max_tokens", f"must be -1 (all) or between 1 and 10000000000 (got {config.max_tokens})")
     for name, bounds in RANGES.items():
-        _check_range(name, getattr(config, name), *bounds)
+        check_range(name, getattr(config, name), bounds)
 
 
-def _check_range(name, value, low, high, low_open, high_open):
+def check_range(name: str, value, bounds: tuple) -> None:
+    """ConfigError unless `value` is a finite number within `bounds` (low, high, low_open, high_open)."""
+    low, high, low_open, high_open = bounds
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ConfigError(name, f"must be a finite number (got {value!r})")
     too_low = value <= low if low_open else value < low
     too_high = value >= high if high_open else value > high
     if too_low or too_high:
-        raise ConfigError(name, f"must be {describe_range(name)} (got {value})")
+        raise ConfigError(name, f"must be {describe_bounds(bounds)} (got {value})")
 
 
 def describe_range(name: str) -> str:
-    low, high, low_open, high_open = RANGES[name]
+    return describe_bounds(RANGES[name])
+
+
+def describe_bounds(bounds: tuple) -> str:
+    low, high, low_open, high_open = bounds
     return f"{'>' if low_open else '>='} {low} and {'<' if high_open else '<='} {high}"
 
 

@@ -51,6 +51,9 @@ def test_preset_d2l_and_explicit_override(capsys):
      "error: "),
     (["train", "--resume", "/no/such.pt"], "error: no checkpoint file"),
     (["generate", "--checkpoint", "/no/such.pt"], "error: no checkpoint file"),
+    (["generate", "--checkpoint", "/no/such.pt", "--temperature", "nan"], "error: temperature must be a finite number"),
+    (["generate", "--checkpoint", "/no/such.pt", "--top-k", "-3"], "error: top_k must be >= 0"),
+    (["generate", "--checkpoint", "/no/such.pt", "--length", "-1"], "error: length must be >= 0"),
     (["fly"], "error: argument command: invalid choice"),
 ])
 def test_bad_input_is_one_error_line_and_status_2(argv, message, capsys):
