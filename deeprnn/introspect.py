@@ -6,10 +6,10 @@ against PyTorch's own.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import numpy as np
+import regex
 import torch
 
 from .model import layer_weights
@@ -170,21 +170,31 @@ class PatternError(ValueError):
     pass
 
 
+# The standard `re` cannot be stopped and holds the GIL while it matches: a pattern such as
+# "(?:.|.)*(?=z)" backtracked for ever and froze the page's server, every tab's. `regex` releases the
+# GIL (concurrent) and gives up after a timeout.
+PATTERN_TIMEOUT_S = 0.5
+
+
 def pattern_mask(tokens: list[str], pattern: str, separator: str = "") -> np.ndarray:
     """Which probe tokens a named pattern or a regular expression marks (any of its characters), in
     the text as written: the tokens joined by their separator, which belongs to none of them."""
-    regex = NAMED_PATTERNS.get(pattern, pattern)
     try:
-        compiled = re.compile(regex)
-    except re.error as err:
+        compiled = regex.compile(NAMED_PATTERNS.get(pattern, pattern))
+    except regex.error as err:
         raise PatternError(f"not a valid regular expression: {err}") from err
     owner = []  # the token of each character of the text; None for a separator's
     for index, token in enumerate(tokens):
         if index:
             owner.extend([None] * len(separator))
         owner.extend([index] * len(token))
+    try:
+        matches = list(compiled.finditer(separator.join(tokens), concurrent=True, timeout=PATTERN_TIMEOUT_S))
+    except TimeoutError as err:
+        raise PatternError(f"the regular expression took over {PATTERN_TIMEOUT_S:g} s on the probe text; "
+                           "try a simpler one") from err
     mask = np.zeros(len(tokens), dtype=bool)
-    for match in compiled.finditer(separator.join(tokens)):
+    for match in matches:
         for position in range(match.start(), match.end()):
             if owner[position] is not None:
                 mask[owner[position]] = True

@@ -209,6 +209,8 @@ def test_every_cell_trains_and_the_introspection_views_render(app, cell):
     app.selectbox(key="finder_pattern").set_value("a regular expression").run()
     app.text_input(key="finder_regex").set_value("[").run()
     assert not app.exception and any("regular expression" in w.value for w in app.warning)
+    app.text_input(key="finder_regex").set_value("(?:.|.)*(?=z)").run()  # would backtrack for ever
+    assert not app.exception and any("took over 0.5 s" in w.value for w in app.warning)
 
 
 def test_the_chosen_views_stay_when_layers_start_a_new_run(app):

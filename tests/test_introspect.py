@@ -1,3 +1,7 @@
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -6,6 +10,8 @@ from deeprnn.introspect import (PatternError, gate_saturation, layer_saturation,
                                 trace)
 from deeprnn.model import StackedRNN
 from deeprnn.train import Trainer
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
@@ -81,6 +87,40 @@ def test_pattern_masks():
     assert pattern_mask(["the", "time"], "t").tolist() == [True, True]  # word tokens
     with pytest.raises(PatternError, match="regular expression"):
         pattern_mask(tokens, "([")
+
+
+SERVER_STAYS_UP = """
+import threading, time
+from deeprnn.introspect import PatternError, pattern_mask
+from deeprnn.session import DEFAULT_PROBE
+ticks, done = [], threading.Event()
+
+
+def tick():
+    while not done.is_set():
+        ticks.append(1)
+        time.sleep(0.01)
+
+
+threading.Thread(target=tick).start()
+try:
+    pattern_mask(list(DEFAULT_PROBE), "(?:.|.)*(?=z)")  # backtracks for ever
+except PatternError as err:
+    print(err)
+done.set()
+print("ticks", len(ticks))
+"""
+
+
+def test_a_pattern_that_backtracks_for_ever_gives_up_and_never_stops_the_other_threads():
+    """With the standard re this ran for ever and held the GIL: the page's server stood still, every tab.
+    In a subprocess, so that the old behaviour fails the test rather than hanging it."""
+    result = subprocess.run([sys.executable, "-c", SERVER_STAYS_UP], capture_output=True, text=True, timeout=60,
+                            cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    said, ticks = result.stdout.strip().splitlines()
+    assert said == "the regular expression took over 0.5 s on the probe text; try a simpler one"
+    assert int(ticks.split()[1]) >= 10  # another thread ran all along (10 ms a tick)
 
 
 def test_word_tokens_are_matched_in_the_text_as_written_with_their_spaces():
