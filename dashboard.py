@@ -12,7 +12,7 @@ from deeprnn.config import ConfigError
 from deeprnn.corpus import CorpusError
 from deeprnn.rundir import RunDirError, read_run_dir
 from deeprnn.remote import ProcessSession
-from deeprnn.session import SessionError
+from deeprnn.session import MAX_TEXT_CHARS, SessionError
 from deeprnn.snapshot import IDLE
 
 st.set_page_config(page_title="deeprnn: watch a deep RNN learn", layout="wide")
@@ -268,7 +268,7 @@ def samples(snap):
     st.subheader("The model writes")
     # A row that wraps: in two fixed columns on a laptop's screen "Temperature" broke over two lines.
     row = st.container(horizontal=True)
-    row.text_input("Prefix", key="prefix", on_change=apply_views)
+    row.text_input("Prefix", key="prefix", on_change=apply_views, max_chars=MAX_TEXT_CHARS["prefix"])
     row.slider("Temperature", 0.1, 2.0, step=0.1, key="temperature", on_change=apply_views)
     st.toggle("Best weights ★", key="use_best", on_change=apply_views, disabled=snap.best is None,
               help="Write with the weights kept at the lowest held-out perplexity so far, marked ★ on the curve.")
@@ -292,7 +292,7 @@ def samples(snap):
 def heatmaps(snap):
     st.subheader("Hidden states, layer by layer")
     text_col, what_col, units_col, count_col = st.columns([4, 2, 2, 2])
-    text_col.text_input("Probe text", key="probe_text", on_change=apply_views)
+    text_col.text_input("Probe text", key="probe_text", on_change=apply_views, max_chars=MAX_TEXT_CHARS["probe_text"])
     states = what_col.radio("states", ["hidden", "cell"] if snap.config.cell == "lstm" else ["hidden"],
                             horizontal=True, key="heatmap_states")
     how = units_col.selectbox("units shown", ["most active", "first"], key="heatmap_units")

@@ -35,6 +35,10 @@ from .train import Diverged, Trainer
 # character labels: with 140 characters, Chromium took a core of the two (bench/results/dashboard-overhead.md).
 DEFAULT_PROBE = "the time traveller for so it will be convenient to speak of him"
 DEFAULT_PREFIX = "time traveller"
+# The longest probe text and prefix the views take. Every probe character is a column of every heatmap:
+# a 20,000-character probe made each figure 13 MB and 1.6 s of the server's time, and its views took 3 s
+# of the training process's at each refresh; 500 columns are already 2 pixels each on a laptop's screen.
+MAX_TEXT_CHARS = {"probe_text": 500, "prefix": 200}
 STOP_TIMEOUT_S = 2.0
 COMMAND_TIMEOUT_S = 2.0  # how long pause and resume wait for the run to acknowledge
 # The views (probe, gates, samples) may take at most this share of a run's time: a model whose
@@ -88,11 +92,14 @@ class ViewSettings:
 
     @classmethod
     def check(cls, changes: dict) -> None:
-        """SessionError for a name that is not a view setting."""
+        """SessionError for a name that is not a view setting, or a probe text or prefix too long."""
         known = {field.name for field in fields(cls)}
-        for key in changes:
+        for key, value in changes.items():
             if key not in known:
                 raise SessionError(f"unknown view setting {key}")
+            if key in MAX_TEXT_CHARS and len(value) > MAX_TEXT_CHARS[key]:
+                raise SessionError(f"the {key.replace('_', ' ')} is {len(value):,} characters; "
+                                   f"the views take at most {MAX_TEXT_CHARS[key]}")
 
 
 class _Run:

@@ -32,6 +32,15 @@ def test_page_loads_with_the_documented_controls(app):
     assert [fig["data"][0]["x"] for fig in figures(app)] == [[]]  # the curves, empty (see live_views)
 
 
+def test_the_probe_text_and_prefix_fields_stop_at_what_the_views_take(app):
+    fields = {field.key: field.proto.max_chars for field in app.text_input if field.key in ("probe_text", "prefix")}
+    assert fields == {"prefix": 200}  # before the first Start, only the samples' prefix is on the page
+    button(app, "Start").click()
+    rerun_until(app, lambda at: any(field.key == "probe_text" for field in at.text_input))
+    fields = {field.key: field.proto.max_chars for field in app.text_input if field.key in ("probe_text", "prefix")}
+    assert fields == {"prefix": 200, "probe_text": 500}
+
+
 def test_a_prefix_typed_before_the_first_start_is_what_the_run_writes_from(app):
     app.text_input(key="prefix").input("the machine").run()
     button(app, "Start").click()

@@ -27,6 +27,17 @@ def test_start_trains_publishes_metrics_probe_and_samples(session, config):
     assert snap.device.startswith("cpu") and snap.parameters > 0 and snap.eta > 0
 
 
+def test_a_probe_text_or_prefix_past_its_limit_is_refused_and_one_at_its_limit_is_shown(session, config):
+    """Each probe character is a column of every heatmap: 20,000 made each figure 13 MB."""
+    session.start(config)
+    wait_for(lambda: session.snapshot().probe)
+    for key, limit in session_mod.MAX_TEXT_CHARS.items():
+        with pytest.raises(session_mod.SessionError, match=f"is {limit + 1:,} characters; the views take at most {limit}"):
+            session.set_views(**{key: "a" * (limit + 1)})
+        session.set_views(**{key: "a" * limit})
+    wait_for(lambda: (s := session.snapshot()).probe and len(s.probe.tokens) == 500 and s.samples.prefix == "a" * 200)
+
+
 def test_word_samples_are_about_as_many_characters_as_character_samples(session, config):
     """A sample of 100 words made a column taller than the page: both kinds aim at about 100 characters."""
     session.start(config.replace(tokens="word"))
