@@ -65,7 +65,7 @@ def load_checkpoint(path: str | Path) -> dict:
         raise CheckpointError(f"no checkpoint file at {path}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         # Bytes that are not a checkpoint fail wherever the unpickler gets to: besides its own error,
         # an IndexError, KeyError, TypeError… (random bytes: an IndexError on an empty stack). Only the
         # file's and torch's reader's words say something; a refused pickle's own advise loading the
