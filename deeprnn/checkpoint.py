@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -64,7 +65,9 @@ def load_checkpoint(path: str | Path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"no checkpoint file at {path}")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns of a strange pickle protocol before it fails on it
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         # Bytes that are not a checkpoint fail wherever the unpickler gets to: besides its own error,
         # an IndexError, KeyError, TypeError… (random bytes: an IndexError on an empty stack). Only the

@@ -3,6 +3,7 @@ never unpickled; a failed save leaves the previous checkpoint whole."""
 import os
 import pickle
 import random
+import warnings
 
 import pytest
 import torch
@@ -79,11 +80,15 @@ def test_any_damage_to_a_checkpoint_is_a_clean_error_or_a_whole_checkpoint(saved
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.binary(min_size=1, max_size=3000))
 @example(data=random.Random(0).randbytes(3000))  # the unpickler ran out of stack: an IndexError
-def test_any_bytes_that_are_not_a_checkpoint_are_a_clean_error(tmp_path, data):
+@example(data=b"\x80\xdcabc")  # torch warned of "pickle protocol 220" on the CLI's stderr before the error
+def test_any_bytes_that_are_not_a_checkpoint_are_a_clean_error_and_nothing_else(tmp_path, data):
     path = tmp_path / "bytes.pt"
     path.write_bytes(data)
-    with pytest.raises(CheckpointError, match="bytes.pt is (not a readable deeprnn checkpoint|a PyTorch file but)"):
+    with warnings.catch_warnings(record=True) as warned, \
+            pytest.raises(CheckpointError, match="bytes.pt is (not a readable deeprnn checkpoint|a PyTorch file but)"):
+        warnings.simplefilter("always")
         load_checkpoint(path)
+    assert not warned, warned[0].message
 
 
 def test_failed_save_keeps_previous_checkpoint(saved, tmp_path, monkeypatch):
