@@ -1,0 +1,86 @@
+"""A watched run directory is read as it grows: only new metric lines are parsed, and what a resumed run
+rewrites, a replaced file, or a half-written line read as the whole file would be."""
+import json
+import os
+
+import pytest
+
+from deeprnn import rundir
+from deeprnn.cli import main
+from deeprnn.rundir import read_metrics, read_run_dir
+
+TINY = ["--max-tokens", "3000", "--hidden", "16", "--embedding", "8", "--batch", "4", "--steps", "8", "--epochs", "1",
+        "--device", "cpu", "--report-every", "5", "--eval-every", "20"]
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    path = tmp_path / "run"
+    assert main(["train", *TINY, "--run-dir", str(path)]) == 0
+    return path
+
+
+class CountingJson:
+    """json, counting the lines parsed."""
+
+    def __init__(self):
+        self.parsed = 0
+
+    def loads(self, text):
+        self.parsed += 1
+        return json.loads(text)
+
+    def __getattr__(self, name):
+        return getattr(json, name)
+
+
+def append(run_dir, text: str) -> None:
+    with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+        f.write(text)
+
+
+def train_rows(first_step: int, count: int) -> str:
+    return "".join(json.dumps({"kind": "train", "step": step, "loss": 1.0, "ppl": 2.7}) + "\n"
+                   for step in range(first_step, first_step + count))
+
+
+def steps(snapshot) -> list[int]:
+    return [row["step"] for row in snapshot.metrics]
+
+
+def test_watching_a_growing_run_parses_only_the_lines_it_has_not_read(run_dir, monkeypatch):
+    first = read_run_dir(run_dir)
+    last = steps(first)[-1]
+    counting = CountingJson()
+    monkeypatch.setattr(rundir, "json", counting)
+    append(run_dir, train_rows(last + 1, 3))
+    grown = read_run_dir(run_dir)
+    assert counting.parsed <= 3 + 3  # the new lines, and config.json, status.json and samples.json
+    assert steps(grown) == [*steps(first), last + 1, last + 2, last + 3]
+    assert grown.metrics[:-3] == first.metrics and grown.evals == first.evals
+
+
+def test_a_half_written_line_waits_for_its_end(run_dir):
+    last = steps(read_run_dir(run_dir))[-1]
+    line = train_rows(last + 1, 1)
+    append(run_dir, line[:10])
+    assert steps(read_run_dir(run_dir))[-1] == last
+    append(run_dir, line[10:])
+    assert steps(read_run_dir(run_dir))[-1] == last + 1
+
+
+def test_a_resumed_run_rewriting_steps_reads_as_the_whole_file_does(run_dir):
+    before = steps(read_run_dir(run_dir))
+    append(run_dir, train_rows(before[2], 4))  # resumed from an earlier checkpoint: steps again
+    rewritten = read_run_dir(run_dir)
+    assert steps(rewritten) == [row["step"] for row in read_metrics(run_dir / "metrics.jsonl")["train"]]
+    assert steps(rewritten) == sorted(set(before) | set(range(before[2], before[2] + 4)))
+    assert rewritten.metrics[2]["loss"] == 1.0  # the last of a step wins
+
+
+def test_a_replaced_metrics_file_is_read_again(run_dir):
+    read_run_dir(run_dir)
+    replacement = run_dir / "replacement.jsonl"
+    replacement.write_text(train_rows(1, 2))
+    os.replace(replacement, run_dir / "metrics.jsonl")
+    assert steps(read_run_dir(run_dir)) == [1, 2]
