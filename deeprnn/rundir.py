@@ -160,11 +160,10 @@ class MetricsTail:
 
     def read(self) -> dict[str, tuple]:
         with self._lock:
-            stat = self.path.stat() if self.path.is_file() else None
-            identity = stat and (stat.st_dev, stat.st_ino)
-            if identity != self._identity or (stat and stat.st_size < self._offset):
+            identity, size = self._identify()
+            if identity != self._identity or size < self._offset:
                 self._start_over(identity)
-            if stat:
+            if identity:
                 rows = self._read_on()
                 if self._goes_back(rows):
                     self._start_over(identity)
@@ -172,6 +171,16 @@ class MetricsTail:
                 self._keep(_by_kind(rows))
             return {"train": self._kept["train"].records(), "eval": self._kept["eval"].records(),
                     "event": tuple(self._events)}
+
+    def _identify(self) -> tuple[tuple | None, int]:
+        """The file's identity and size. Its first bytes belong to the identity: a run directory deleted and
+        written again can get the old file's inode back, and its first row holds the time it took."""
+        try:
+            with open(self.path, "rb") as f:
+                stat = os.fstat(f.fileno())
+                return (stat.st_dev, stat.st_ino, f.read(256)), stat.st_size
+        except FileNotFoundError:
+            return None, 0
 
     def _read_on(self) -> list[dict]:
         with open(self.path, "rb") as f:

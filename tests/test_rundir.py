@@ -84,3 +84,13 @@ def test_a_replaced_metrics_file_is_read_again(run_dir):
     replacement.write_text(train_rows(1, 2))
     os.replace(replacement, run_dir / "metrics.jsonl")
     assert steps(read_run_dir(run_dir)) == [1, 2]
+
+
+def test_a_metrics_file_written_again_in_place_is_read_again(run_dir):
+    """As a run directory deleted and written again may get the old file's inode back."""
+    metrics = run_dir / "metrics.jsonl"
+    read_run_dir(run_dir)
+    size = metrics.stat().st_size
+    metrics.write_text(train_rows(1000, 300))  # the same inode, and more bytes than before
+    assert metrics.stat().st_size > size
+    assert steps(read_run_dir(run_dir)) == list(range(1000, 1300))
