@@ -290,6 +290,7 @@ def samples(snap):
 
 
 def heatmaps(snap):
+    """The hidden states' heatmaps; returns the first probe token they show, which the gates' show too."""
     st.subheader("Hidden states, layer by layer")
     text_col, what_col, units_col, count_col = st.columns([4, 2, 2, 2])
     text_col.text_input("Probe text", key="probe_text", on_change=apply_views, max_chars=MAX_TEXT_CHARS["probe_text"])
@@ -297,11 +298,28 @@ def heatmaps(snap):
                             horizontal=True, key="heatmap_states")
     how = units_col.selectbox("units shown", ["most active", "first"], key="heatmap_units")
     count = count_col.select_slider("how many", [8, 16, 32, 64], key="heatmap_count")
-    caption_place, chart_place = places(2)
-    if snap.probe:
-        caption_place.caption(f"Layer 1 at the bottom, layer {len(snap.probe.hidden)} on top; "
-                              f"colour is the activation, probed at step {snap.probe.step}.")
-        chart("heatmaps", charts.heatmaps_figure, snap.probe, states, count, how, container=chart_place)
+    caption_place, window_place, chart_place = places(3)
+    if not snap.probe:
+        return 0
+    tokens = snap.probe.tokens
+    start = probe_window(tokens, window_place)
+    end = start + charts.shown_tokens(tokens[start:])
+    caption_place.caption(f"Layer 1 at the bottom, layer {len(snap.probe.hidden)} on top; "
+                          f"colour is the activation, probed at step {snap.probe.step}."
+                          + (f" Tokens {start + 1} to {end} of {len(tokens)}." if end - start < len(tokens) else ""))
+    chart("heatmaps", charts.heatmaps_figure, snap.probe, states, count, how, start, container=chart_place)
+    return start
+
+
+def probe_window(tokens, place) -> int:
+    """The first probe token the heatmaps show: a slider once the probe is longer than they show at once
+    (its characters ran together into one grey smear)."""
+    if charts.shown_tokens(tokens) == len(tokens):
+        return 0
+    if state.get("probe_from", 0) >= len(tokens):  # a shorter probe than the last
+        state.probe_from = 0
+    return place.slider("From token", 0, len(tokens) - 1, key="probe_from",
+                        help="The heatmaps show the probe text a window at a time.")
 
 
 def _duration(seconds):
@@ -321,11 +339,11 @@ def probe_views():
     snap = current_snapshot()
     if snap.status == "idle":
         return
-    heatmaps(snap)
-    inside_the_network(snap)
+    start = heatmaps(snap)
+    inside_the_network(snap, start)
 
 
-def inside_the_network(snap):
+def inside_the_network(snap, start):
     """Its controls follow the run's config and are drawn before its first probe too: Streamlit forgets a
     widget that is not drawn, and the page went back to Gates whenever Layers started a new run."""
     st.subheader("Inside the network")
@@ -335,7 +353,7 @@ def inside_the_network(snap):
     if view == "Gates":
         gate = first.radio("Gate", introspect.GATES[cell], horizontal=True, key="gate")
         if probe:
-            chart("gates_chart", charts.gates_figure, probe, gate, state.heatmap_count, state.heatmap_units,
+            chart("gates_chart", charts.gates_figure, probe, gate, state.heatmap_count, state.heatmap_units, start,
                   container=second)
     elif view == "Saturation":
         gate = first.radio("Saturation of", introspect.saturation_gates(cell), horizontal=True, key="saturation_gate")

@@ -133,31 +133,33 @@ def choose_units(layer_states: np.ndarray, count: int, how: str = "most active")
     return np.sort(np.argsort(layer_states.std(axis=0))[::-1][:count])
 
 
-def heatmaps_figure(probe, states: str = "hidden", max_units: int = 32, how: str = "most active") -> go.Figure:
+def heatmaps_figure(probe, states: str = "hidden", max_units: int = 32, how: str = "most active",
+                    start: int = 0) -> go.Figure:
     """Hidden (or LSTM cell) states per layer over the probe text, on one shared scale."""
     layers = probe.hidden if states == "hidden" else probe.cell
     limit = 1.0 if states == "hidden" else max(1.0, float(max(np.abs(s).max() for s in layers)))
-    return layer_heatmaps(layers, probe.tokens, states, -limit, limit, max_units, how)
+    return layer_heatmaps(layers, probe.tokens, states, -limit, limit, max_units, how, start=start)
 
 
 GATE_RANGES = {"candidate": (-1.0, 1.0), "preactivation": None}
 
 
-def gates_figure(probe, gate: str, max_units: int = 32, how: str = "most active") -> go.Figure:
+def gates_figure(probe, gate: str, max_units: int = 32, how: str = "most active", start: int = 0) -> go.Figure:
     """One gate of every layer over the probe text: sigmoid gates in [0, 1], candidates in [-1, 1]."""
     layers = [g[gate] for g in probe.gates]
     zrange = GATE_RANGES.get(gate, (0.0, 1.0))
     if zrange is None:  # an RNN's pre-activations are unbounded: a symmetric scale around 0
         limit = max(1.0, float(max(np.abs(a).max() for a in layers)))
         zrange = (-limit, limit)
-    return layer_heatmaps(layers, probe.tokens, gate, *zrange, max_units, how,
+    return layer_heatmaps(layers, probe.tokens, gate, *zrange, max_units, how, start=start,
                           colorscale=HEATMAP_SCALE if zrange[0] < 0 else "Viridis")
 
 
 def layer_heatmaps(layers, tokens, label: str, zmin: float, zmax: float, max_units: int = 32,
-                   how: str = "most active", colorscale: str = HEATMAP_SCALE) -> go.Figure:
-    """One heatmap per layer, layer 1 at the bottom and layer L on top: x the probe's tokens,
-    y units (a readable subset, named in each title), colour the value on one shared scale.
+                   how: str = "most active", colorscale: str = HEATMAP_SCALE, start: int = 0) -> go.Figure:
+    """One heatmap per layer, layer 1 at the bottom and layer L on top: x the probe's tokens from
+    `start`, as many as `shown_tokens` allows, y units (a readable subset, named in each title), colour
+    the value on one shared scale. The units shown are chosen over the whole probe text.
 
     Built as one figure from plain data: plotly's make_subplots and per-trace updates cost several
     times as much Python, and the page rebuilds this at every new probe.
@@ -166,27 +168,29 @@ def layer_heatmaps(layers, tokens, label: str, zmin: float, zmax: float, max_uni
     twice as slow (97 against 44 ms for 2 layers of 32 units over 64 characters, a scratch benchmark).
     """
     n = len(layers)
-    labels = [_token_label(t) for t in tokens]
-    positions = list(range(len(labels)))
+    units = [choose_units(states, max_units, how) for states in layers]
+    end = start + shown_tokens(tokens[start:])
+    layers, labels = [states[start:end] for states in layers], [_token_label(t) for t in tokens[start:end]]
+    positions = list(range(start, end))
     hover = np.array(labels, dtype=object)
     height = min(150 + 130 * n, 1400)
     strip = TOKEN_STRIP_PX / height
     domains = _stacked_domains(n, spacing=min(0.08, 0.3 / n), bottom=strip + 0.01)
     traces, layout, titles = [], {}, []
     for row, (layer, (bottom_edge, top_edge)) in enumerate(zip(reversed(range(n)), domains), start=1):
-        units = choose_units(layers[layer], max_units, how)
         traces.append(dict(type="heatmap",
-            z=layers[layer][:, units].T, x=positions, y=[f"u{u}" for u in units], zmin=zmin, zmax=zmax,
-            colorscale=colorscale, showscale=row == 1, customdata=np.tile(hover, (len(units), 1)),
+            z=layers[layer][:, units[layer]].T, x=positions, y=[f"u{u}" for u in units[layer]], zmin=zmin, zmax=zmax,
+            colorscale=colorscale, showscale=row == 1, customdata=np.tile(hover, (len(units[layer]), 1)),
             hovertemplate=f"layer {layer + 1} · '%{{customdata}}' · unit %{{y}}<br>{label} %{{z:.3f}}<extra></extra>",
             colorbar=dict(title=label, len=min(1.0, 2.5 / n), y=1, yanchor="top"), xaxis=f"x{row}", yaxis=f"y{row}"))
         x_axis = dict(anchor=f"y{row}", domain=[0, 1], showticklabels=False)
         if row == n:  # the bottom panel's x axis leads; the other panels and the token strip follow it
-            x_axis["range"] = [-0.5, len(labels) - 0.5]
+            x_axis["range"] = [start - 0.5, end - 0.5]
         else:
             x_axis["matches"] = f"x{n}"
         layout[f"xaxis{row}"] = x_axis
-        layout[f"yaxis{row}"] = dict(anchor=f"x{row}", domain=[bottom_edge, top_edge], showticklabels=len(units) <= 16)
+        layout[f"yaxis{row}"] = dict(anchor=f"x{row}", domain=[bottom_edge, top_edge],
+                                     showticklabels=len(units[layer]) <= 16)
         titles.append(dict(text=_layer_title(layer, layers[layer].shape[1], max_units, how), x=0.5, y=top_edge,
                            xref="paper", yref="paper", xanchor="center", yanchor="bottom", showarrow=False,
                            font=dict(size=16)))
@@ -201,6 +205,22 @@ def layer_heatmaps(layers, tokens, label: str, zmin: float, zmax: float, max_uni
 
 
 TOKEN_STRIP_PX = 24
+# The characters of token labels a heatmap's strip shows at once: 110 single characters still stand apart
+# in a chart the page's width. A longer probe is shown a window at a time (the page's "From token"
+# slider): 500 characters drawn at once ran together into one grey smear. (Panning the chart instead was
+# undone by every new probe: Streamlit redraws a changed figure afresh.)
+STRIP_CHARS = 110
+
+
+def shown_tokens(tokens) -> int:
+    """How many tokens, from the first of `tokens`, a heatmap shows at once: as many as STRIP_CHARS
+    characters of labels hold, a word with a space after it."""
+    width = 0
+    for count, token in enumerate(tokens):
+        width += len(token) + (len(token) > 1)
+        if width > STRIP_CHARS:
+            return max(count, 1)
+    return len(tokens)
 
 
 def _stacked_domains(rows: int, spacing: float, bottom: float = 0.0) -> list[tuple[float, float]]:

@@ -1,6 +1,7 @@
 """The plot builders: what each figure draws, from data alone."""
 import html
 import re
+from dataclasses import replace
 
 import numpy as np
 
@@ -101,6 +102,26 @@ def test_unit_text_colours_each_token_by_sign_and_writes_words_with_their_spaces
     assert html.unescape(text) == "the time <b>"  # a token is text, never markup
     assert markup.count("<span") == 3 and 'title="-1.500"' in markup
     assert "rgba(214,39,40,0.50)" in markup and "rgba(31,119,180,1.00)" in markup  # red above 0, blue below, capped
+
+
+def test_a_long_probe_is_drawn_a_readable_window_at_a_time():
+    """500 characters drawn at once ran together into one grey smear under the heatmaps."""
+    rng = np.random.default_rng(0)
+    long_text = ("the time traveller for so it will be convenient to speak of him " * 5)[:300]
+    probe = Probe(3, tuple(long_text), (rng.uniform(-1, 1, (300, 40)),) * 2, None, ({}, {}))
+    first = charts.heatmaps_figure(probe, "hidden", max_units=8)
+    later = charts.heatmaps_figure(probe, "hidden", max_units=8, start=150)
+    window = charts.STRIP_CHARS
+    assert first.layout.xaxis2.range == (-0.5, window - 0.5) and later.layout.xaxis2.range == (149.5, 149.5 + window)
+    assert "".join(later.data[-1].text).replace("␣", " ") == long_text[150:150 + window]
+    assert np.allclose(later.data[1].z, probe.hidden[0][150:150 + window, charts.choose_units(probe.hidden[0], 8)].T)
+    assert later.data[1].y == first.data[1].y  # the units are chosen over the whole text: they stay as it moves
+    whole = charts.heatmaps_figure(replace(probe, tokens=probe.tokens[:63], hidden=(probe.hidden[0][:63],) * 2))
+    assert whole.layout.xaxis2.range == (-0.5, 62.5)
+    words = long_text.split()
+    assert charts.shown_tokens(words[:12]) == 12  # the default probe's words, all of them
+    shown = charts.shown_tokens(words)
+    assert 12 < shown < len(words) and sum(len(w) + 1 for w in words[:shown]) <= charts.STRIP_CHARS
 
 
 def test_heatmaps_put_layer_one_at_the_bottom_and_label_every_probe_character():

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from deeprnn import controls
+from deeprnn import charts, controls
 from support import button, rerun_until, title
 
 
@@ -39,6 +39,24 @@ def test_the_probe_text_and_prefix_fields_stop_at_what_the_views_take(app):
     rerun_until(app, lambda at: any(field.key == "probe_text" for field in at.text_input))
     fields = {field.key: field.proto.max_chars for field in app.text_input if field.key in ("probe_text", "prefix")}
     assert fields == {"prefix": 200, "probe_text": 500}
+
+
+def test_a_long_probe_is_shown_a_window_at_a_time_which_a_slider_moves(app):
+    def ranges(at):  # the x range of the hidden states' heatmaps and the gates'
+        return [fig["layout"]["xaxis2"]["range"] for fig in figures(at) if fig["data"][0]["type"] == "heatmap"]
+
+    button(app, "Start").click()
+    rerun_until(app, lambda at: ranges(at))
+    assert not any(s.key == "probe_from" for s in app.slider)  # the default probe fits
+    long_text = ("the time traveller for so it will be convenient to speak of him " * 5)[:300]
+    app.text_input(key="probe_text").set_value(long_text).run()
+    rerun_until(app, lambda at: any(s.key == "probe_from" for s in at.slider))
+    app.slider(key="probe_from").set_value(150).run()
+    rerun_until(app, lambda at: ranges(at) == [[149.5, 149.5 + charts.STRIP_CHARS]] * 2)
+    assert any(f"Tokens 151 to {150 + charts.STRIP_CHARS} of 300." in c.value for c in app.caption)
+    app.text_input(key="probe_text").set_value("the time").run()
+    rerun_until(app, lambda at: ranges(at) == [[-0.5, 7.5]] * 2)
+    assert not any(s.key == "probe_from" for s in app.slider)
 
 
 def test_a_prefix_typed_before_the_first_start_is_what_the_run_writes_from(app):
