@@ -303,7 +303,7 @@ def heatmaps(snap):
         return 0
     tokens = snap.probe.tokens
     start = probe_window(tokens, window_place)
-    end = start + charts.shown_tokens(tokens[start:])
+    end = charts.window_end(tokens, start)
     caption_place.caption(f"Layer 1 at the bottom, layer {len(snap.probe.hidden)} on top; "
                           f"colour is the activation, probed at step {snap.probe.step}."
                           + (f" Tokens {start + 1} to {end} of {len(tokens)}." if end - start < len(tokens) else ""))
@@ -314,7 +314,7 @@ def heatmaps(snap):
 def probe_window(tokens, place) -> int:
     """The first probe token the heatmaps show: a slider once the probe is longer than they show at once
     (its characters ran together into one grey smear)."""
-    if charts.shown_tokens(tokens) == len(tokens):
+    if charts.window_end(tokens) == len(tokens):
         return 0
     if state.get("probe_from", 0) >= len(tokens):  # a shorter probe than the last
         state.probe_from = 0

@@ -158,7 +158,7 @@ def gates_figure(probe, gate: str, max_units: int = 32, how: str = "most active"
 def layer_heatmaps(layers, tokens, label: str, zmin: float, zmax: float, max_units: int = 32,
                    how: str = "most active", colorscale: str = HEATMAP_SCALE, start: int = 0) -> go.Figure:
     """One heatmap per layer, layer 1 at the bottom and layer L on top: x the probe's tokens from
-    `start`, as many as `shown_tokens` allows, y units (a readable subset, named in each title), colour
+    `start` to `window_end`, y units (a readable subset, named in each title), colour
     the value on one shared scale. The units shown are chosen over the whole probe text.
 
     Built as one figure from plain data: plotly's make_subplots and per-trace updates cost several
@@ -169,7 +169,7 @@ def layer_heatmaps(layers, tokens, label: str, zmin: float, zmax: float, max_uni
     """
     n = len(layers)
     units = [choose_units(states, max_units, how) for states in layers]
-    end = start + shown_tokens(tokens[start:])
+    end = window_end(tokens, start)
     layers, labels = [states[start:end] for states in layers], [_token_label(t) for t in tokens[start:end]]
     positions = list(range(start, end))
     hover = np.array(labels, dtype=object)
@@ -212,14 +212,14 @@ TOKEN_STRIP_PX = 24
 STRIP_CHARS = 110
 
 
-def shown_tokens(tokens) -> int:
-    """How many tokens, from the first of `tokens`, a heatmap shows at once: as many as STRIP_CHARS
-    characters of labels hold, a word with a space after it."""
+def window_end(tokens, start: int = 0) -> int:
+    """Where a heatmap's window on the probe's tokens from `start` ends: as many tokens as STRIP_CHARS
+    characters of labels hold, a word with a space after it, and one at least."""
     width = 0
-    for count, token in enumerate(tokens):
-        width += len(token) + (len(token) > 1)
+    for end in range(start, len(tokens)):
+        width += len(tokens[end]) + (len(tokens[end]) > 1)
         if width > STRIP_CHARS:
-            return max(count, 1)
+            return max(end, start + 1)
     return len(tokens)
 
 

@@ -119,8 +119,8 @@ def test_a_long_probe_is_drawn_a_readable_window_at_a_time():
     whole = charts.heatmaps_figure(replace(probe, tokens=probe.tokens[:63], hidden=(probe.hidden[0][:63],) * 2))
     assert whole.layout.xaxis2.range == (-0.5, 62.5)
     words = long_text.split()
-    assert charts.shown_tokens(words[:12]) == 12  # the default probe's words, all of them
-    shown = charts.shown_tokens(words)
+    assert charts.window_end(words[:12]) == 12  # the default probe's words, all of them
+    shown = charts.window_end(words)
     assert 12 < shown < len(words) and sum(len(w) + 1 for w in words[:shown]) <= charts.STRIP_CHARS
 
 
