@@ -160,32 +160,30 @@ class MetricsTail:
 
     def read(self) -> dict[str, tuple]:
         with self._lock:
-            identity, size = self._identify()
-            if identity != self._identity or size < self._offset:
-                self._start_over(identity)
-            if identity:
-                rows = self._read_on()
-                if self._goes_back(rows):
-                    self._start_over(identity)
-                    rows = self._read_on()
-                self._keep(_by_kind(rows))
+            try:
+                with open(self.path, "rb") as f:
+                    self._read_on(f)
+            except FileNotFoundError:
+                self._start_over(None)
             return {"train": self._kept["train"].records(), "eval": self._kept["eval"].records(),
                     "event": tuple(self._events)}
 
-    def _identify(self) -> tuple[tuple | None, int]:
-        """The file's identity and size. Its first bytes belong to the identity: a run directory deleted and
-        written again can get the old file's inode back, and its first row holds the time it took."""
-        try:
-            with open(self.path, "rb") as f:
-                stat = os.fstat(f.fileno())
-                return (stat.st_dev, stat.st_ino, f.read(256)), stat.st_size
-        except FileNotFoundError:
-            return None, 0
+    def _read_on(self, f) -> None:
+        # The file's first bytes belong to its identity: a run directory deleted and written again can get
+        # the old file's inode back, and its first row holds the time it took.
+        stat = os.fstat(f.fileno())
+        identity = (stat.st_dev, stat.st_ino, f.read(256))
+        if identity != self._identity or stat.st_size < self._offset:
+            self._start_over(identity)
+        rows = self._rows_after_offset(f)
+        if self._goes_back(rows):
+            self._start_over(identity)
+            rows = self._rows_after_offset(f)
+        self._keep(_by_kind(rows))
 
-    def _read_on(self) -> list[dict]:
-        with open(self.path, "rb") as f:
-            f.seek(self._offset)
-            rows, used = _complete_lines(f.read())
+    def _rows_after_offset(self, f) -> list[dict]:
+        f.seek(self._offset)
+        rows, used = _complete_lines(f.read())
         self._offset += used
         return rows
 
