@@ -79,7 +79,7 @@ def test_only_a_large_model_trains_on_all_cores(session, config, monkeypatch):
     assert session_mod.torch_threads_for(preset("fast")) == 1
     for threshold, label in ((1, "cpu, 2 threads"), (10**12, "cpu, 1 thread")):
         monkeypatch.setattr(session_mod, "ALL_THREADS_FROM", threshold)
-        session.start(config)
+        session.start(config.replace(precision="fp32"))  # the label then names the threads alone
         assert wait_for(lambda: session.snapshot().metrics and session.snapshot()).device == label
     monkeypatch.setattr(session_mod, "TORCH_THREADS", 2)  # DEEPRNN_TORCH_THREADS decides for every run
     assert session_mod.torch_threads_for(preset("fast")) == 2
