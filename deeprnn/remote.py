@@ -42,7 +42,7 @@ PUBLISH_EVERY_S = 0.1  # how often the child looks for new snapshots to send
 ANSWER_TIMEOUT_S = 120.0
 # The commands the child carries out; reading needs none of them.
 COMMANDS = frozenset({"start", "wait_for_first_point", "pause", "resume", "stop", "set_lr", "set_clip",
-                      "set_views", "delete_run", "clear_runs", "export_checkpoint", "close"})
+                      "set_views", "share_cores", "delete_run", "clear_runs", "export_checkpoint", "close"})
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -62,6 +62,8 @@ class ProcessSession:
         self._slot = threading.Lock()
         self._holds_slot, self._starting = False, 0
         self._child: _Child | None = None
+        self._sharing = threading.Lock()  # the count below and the child it was told to, changed together
+        self._runs_training = 1  # the server's runs training at once, as last told (share_cores)
         self._views: dict = {}  # every view setting sent: a training process started later gets them too
         live_sessions.add(self)
         _spare.wait(self)  # now, so that the import is done by the time the user presses Start
@@ -98,10 +100,13 @@ class ProcessSession:
         """Begin a run in the training process (taken or started if there is none yet, or it ended); see
         TrainingSession.start."""
         with self._slot:  # the server-wide cap counts sessions with an active run, as in-process
-            if not self._holds_slot:
+            newly_training = not self._holds_slot
+            if newly_training:
                 take_worker_slot()
                 self._holds_slot = True
             self._starting += 1
+        if newly_training:
+            _share_cores()
         try:
             return self._call("start", config, run_dir)
         finally:
@@ -133,6 +138,14 @@ class ProcessSession:
         ViewSettings.check(changes)
         self._views.update(changes)
         self._call("set_views", **changes)
+
+    def share_cores(self, runs_training: int) -> None:
+        """Tell the training process how many of the server's runs train at once (see
+        TrainingSession.share_cores); a process started later is told before its first run."""
+        with self._sharing:
+            self._runs_training = runs_training
+            if self._child is not None and self._child.alive:
+                self._child.tell("share_cores", runs_training)
 
     def delete_run(self, run_id: int) -> None:
         with self._mirror:
@@ -184,10 +197,13 @@ class ProcessSession:
             known = [*self._lost, *self._order]
         options = {**self._options, "first_run_id": max(known, default=0) + 1}  # ids stay unique
         try:
-            self._child = _spare.take(self)
+            child = _spare.take(self)
         except OSError as err:  # no process to be had (limits, memory)
             raise SessionError(f"could not start a training process: {err}") from None
-        self._child.bind(options, self._receive, self._lose)
+        child.bind(options, self._receive, self._lose)  # its options first: they are its first message
+        with self._sharing:
+            self._child = child
+            child.tell("share_cores", self._runs_training)
         if self._views:
             self._child.ask("set_views", (), self._views, ANSWER_TIMEOUT_S)
 
@@ -223,9 +239,25 @@ class ProcessSession:
 
     def _release_slot_if_idle(self) -> None:
         with self._slot:
-            if self._holds_slot and not self._starting and not self.snapshot().active:
+            released = self._holds_slot and not self._starting and not self.snapshot().active
+            if released:
                 release_worker_slot()
                 self._holds_slot = False
+        if released:
+            _share_cores()
+
+
+_counting = threading.Lock()  # one count at a time, so that the last one told is the latest
+
+
+def _share_cores() -> None:
+    """Tell every tab's training process how many of the server's runs train at once, whenever that
+    changes: each large run then trains on its share of the cores (session.torch_threads_for)."""
+    with _counting:
+        sessions = [s for s in list(live_sessions) if isinstance(s, ProcessSession)]
+        runs = sum(s._holds_slot for s in sessions)
+        for session in sessions:
+            session.share_cores(max(runs, 1))
 
 
 class _Spare:
@@ -297,6 +329,7 @@ class _Child:
         self.answers: queue.Queue = queue.Queue()
         self.call_ids = itertools.count(1)
         self.closing = False
+        self.sending = threading.Lock()  # commands and tells come from different threads
         self.reader = threading.Thread(target=self._read, name="deeprnn-child-reader", daemon=True)
 
     def bind(self, options: dict, on_state, on_end) -> None:
@@ -318,7 +351,8 @@ class _Child:
         call_id = next(self.call_ids)
         deadline = time.monotonic() + timeout
         try:
-            self.connection.send((call_id, command, args, kwargs))
+            with self.sending:
+                self.connection.send((call_id, command, args, kwargs))
             while True:
                 answered, value, error = self.answers.get(timeout=max(deadline - time.monotonic(), 0))
                 if answered in (call_id, None):
@@ -330,6 +364,14 @@ class _Child:
         if error is not None:
             raise error
         return value
+
+    def tell(self, command: str, *args) -> None:
+        """Send a command that gets no answer (call id 0), and so never waits on the process."""
+        try:
+            with self.sending:
+                self.connection.send((0, command, args, {}))
+        except (OSError, ValueError):
+            pass  # it has ended: the reader finds out and says so
 
     def _read(self) -> None:
         try:
@@ -397,7 +439,8 @@ def serve(fd: int) -> None:
             value = getattr(session, command)(*args, **kwargs)
         except Exception as err:  # noqa: BLE001 - every failure goes back to the caller
             error = _portable(err)
-        outbox.answer(call_id, value, error)
+        if call_id:  # 0: a tell, which nobody waits for
+            outbox.answer(call_id, value, error)
         if command == "close":  # runs stopped and answered: skip the interpreter's slow teardown of torch
             os._exit(0)
 

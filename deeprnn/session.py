@@ -56,13 +56,15 @@ ALL_THREADS = torch.get_num_threads()  # torch's default, the machine's cores, b
 ALL_THREADS_FROM = 25_000_000
 
 
-def torch_threads_for(config: RunConfig) -> int:
+def torch_threads_for(config: RunConfig, runs_training: int = 1) -> int:
     """Torch's threads for a run: one, which leaves the page's browser and server a core of their own
-    on a 2-core machine, unless the model's products are large enough to gain from all cores."""
+    on a 2-core machine, unless the model's products are large enough to gain from all cores; then
+    the cores shared among the runs training at once: on 2 cores two best-preset runs trained at 273
+    tokens/s each on two threads each, and at 5,188 on one (bench/results/two-tabs.md)."""
     if TORCH_THREADS:
         return TORCH_THREADS
     product = config.batch * len(GATES[config.cell]) * config.hidden ** 2
-    return ALL_THREADS if product >= ALL_THREADS_FROM else 1
+    return max(ALL_THREADS // max(runs_training, 1), 1) if product >= ALL_THREADS_FROM else 1
 
 
 def view_thread() -> ThreadPoolExecutor:
@@ -114,6 +116,7 @@ class _Run:
         self.thread: threading.Thread | None = None
         self.lock = threading.Lock()  # guards the trainer once the worker has ended
         self.ended = False  # set when the worker leaves: views still queued for it are skipped
+        self.runs_training = 1  # runs training on the machine at once, this one included (share_cores)
 
 
 _worker_slots = threading.BoundedSemaphore(MAX_WORKERS)
@@ -150,6 +153,7 @@ class TrainingSession:
         self._lock = threading.Lock()  # guards _runs and _active_id, held only briefly
         self._control = threading.RLock()  # serialises start and stop: one active run at most
         self._active_id: int | None = None
+        self.runs_training = 1  # see share_cores
         self.views = ViewSettings()
         # One view thread per session, shared by its runs: a restart storm queues views, never threads.
         self._view_thread = view_thread()
@@ -166,11 +170,12 @@ class TrainingSession:
             run = _Run(next(self._ids), config, self.views, run_dir)
             run.thread = threading.Thread(target=self._work, args=(run,), name=f"deeprnn-run-{run.id}",
                                           daemon=True)
-            run.thread.start()
-            with self._lock:
+            with self._lock:  # with share_cores: the run starts with the latest count, or is told it
+                run.runs_training = self.runs_training
                 self._runs[run.id] = run
                 self._active_id = run.id
                 self._forget_old_runs()
+            run.thread.start()
             return run.id
 
     def wait_for_first_point(self, timeout: float) -> None:
@@ -227,6 +232,17 @@ class TrainingSession:
             finished = [r for r in self._runs.values() if r.thread is not None and not r.thread.is_alive()]
         for run in finished[-1:]:  # the latest ended run has no worker: refresh it here
             self._refresh_ended(run, changes)
+
+    def share_cores(self, runs_training: int) -> None:
+        """How many runs train on this machine at once (the page's server counts its tabs' runs): a
+        run large enough for all cores takes its share of them instead (torch_threads_for), from its
+        next step."""
+        with self._lock:
+            self.runs_training = runs_training
+            run = self._runs.get(self._active_id)
+            if run is not None:
+                run.runs_training = runs_training
+                run.commands.put(("cores", runs_training))
 
     def delete_run(self, run_id: int) -> None:
         with self._lock:
@@ -406,8 +422,8 @@ class _Worker:
         self.pending = None  # the views being computed
 
     def loop(self) -> None:
-        # In the run's own thread: each thread keeps the OpenMP thread count it first ran with.
-        torch.set_num_threads(torch_threads_for(self.run.config))
+        # In the run's own thread: OpenMP's thread count is each thread's own.
+        torch.set_num_threads(torch_threads_for(self.run.config, self.run.runs_training))
         try:
             self.trainer = Trainer(self.run.config)
             self.run.trainer = self.trainer
@@ -494,6 +510,8 @@ class _Worker:
             self.trainer.set_lr(value)
         elif command == "clip":
             self.trainer.set_clip(value)
+        elif command == "cores":
+            self.trainer.use_threads(torch_threads_for(self.run.config, value))
         elif command == "views":
             for key, v in value.items():
                 setattr(self.run.views, key, v)

@@ -155,6 +155,13 @@ class Trainer:
         self._step = self._new_step()  # the clip value is baked into a recorded step
         self.events.append({"step": self.step, "kind": "clip", "value": clip})
 
+    def use_threads(self, threads: int) -> None:
+        """Train on this many torch threads from the next step (in the thread that trains: OpenMP's
+        count is each thread's own)."""
+        if threads != torch.get_num_threads():
+            torch.set_num_threads(threads)
+            self.device_label = device_label(self.device, self.precision)
+
     def steps(self):
         """Train until the epoch budget is spent, yielding after every minibatch.
 

@@ -85,6 +85,30 @@ def test_view_settings_reach_every_training_process_even_those_started_after_the
             remote.set_views(**{name: "red"})
 
 
+def test_a_large_run_gives_up_cores_to_another_tabs_run_while_it_trains(config):
+    # 1 x 512 at batch 32 is as large as the best preset's layers: alone, it trains on all cores. Two
+    # runs on two threads each on 2 cores trained at less than half the speed of one thread each.
+    large = config.replace(layers=1, hidden=512, batch=32, steps=4, precision="fp32")
+    tabs = [ProcessSession(report_every_s=0.05, view_every_s=0.2) for _ in range(2)]
+    try:
+        tabs[0].start(large)
+        alone = wait_for(lambda: tabs[0].snapshot().metrics and torch_threads(tabs[0]))
+        if alone < 2:
+            pytest.skip("torch trains on one thread on this machine")
+        tabs[1].start(config)
+        wait_for(lambda: torch_threads(tabs[0]) == alone // 2)
+        tabs[1].stop()  # its run ended: the large run takes the cores back
+        wait_for(lambda: torch_threads(tabs[0]) == alone)
+    finally:
+        for tab in tabs:
+            tab.close()
+
+
+def torch_threads(session: ProcessSession) -> int:
+    """The threads the run trains on, as its device label says ("cpu, 2 threads")."""
+    return int(session.snapshot().device.rsplit(", ", 1)[1].split()[0])
+
+
 def test_close_stops_the_run_and_ends_the_process(remote, config):
     remote.start(config)
     wait_for(lambda: remote.snapshot().step > 0)

@@ -85,6 +85,21 @@ def test_only_a_large_model_trains_on_all_cores(session, config, monkeypatch):
     assert session_mod.torch_threads_for(preset("fast")) == 2
 
 
+def test_a_large_run_trains_on_its_share_of_the_cores_while_other_runs_train(session, config, monkeypatch):
+    monkeypatch.setattr(session_mod, "ALL_THREADS", 2)
+    monkeypatch.setattr(session_mod, "ALL_THREADS_FROM", 1)  # every model counts as large
+    assert [session_mod.torch_threads_for(config, runs) for runs in (1, 2, 3)] == [2, 1, 1]
+    session.start(config.replace(precision="fp32"))
+    wait_for(lambda: session.snapshot().device == "cpu, 2 threads")
+    session.share_cores(2)  # another tab's run begins: this one gives up a core from its next step
+    wait_for(lambda: session.snapshot().device == "cpu, 1 thread")
+    session.share_cores(1)  # and takes it back once that run has ended
+    wait_for(lambda: session.snapshot().device == "cpu, 2 threads")
+    session.share_cores(2)
+    session.start(config.replace(precision="fp32", lr=1e-3))  # a new run starts with its share
+    wait_for(lambda: session.snapshot().metrics and session.snapshot().device == "cpu, 1 thread")
+
+
 def test_the_page_redraws_less_often_while_a_run_trains_on_all_cores(monkeypatch):
     monkeypatch.setattr(session_mod, "ALL_THREADS", 2)
 
