@@ -64,6 +64,7 @@ class ProcessSession:
         self._child: _Child | None = None
         self._sharing = threading.Lock()  # the count below and the child it was told to, changed together
         self._runs_training = 1  # the server's runs training at once, as last told (share_cores)
+        self._counted = False  # whether the last count of them counted this session's run
         self._views: dict = {}  # every view setting sent: a training process started later gets them too
         live_sessions.add(self)
         _spare.wait(self)  # now, so that the import is done by the time the user presses Start
@@ -100,19 +101,17 @@ class ProcessSession:
         """Begin a run in the training process (taken or started if there is none yet, or it ended); see
         TrainingSession.start."""
         with self._slot:  # the server-wide cap counts sessions with an active run, as in-process
-            newly_training = not self._holds_slot
-            if newly_training:
+            if not self._holds_slot:
                 take_worker_slot()
                 self._holds_slot = True
             self._starting += 1
-        if newly_training:
-            _share_cores()
+        self._run_changed()
         try:
             return self._call("start", config, run_dir)
         finally:
             with self._slot:
                 self._starting -= 1
-            self._release_slot_if_idle()
+            self._run_changed()
 
     def wait_for_first_point(self, timeout: float) -> None:
         self._call("wait_for_first_point", timeout)
@@ -221,7 +220,7 @@ class ProcessSession:
             for run_id in set(self._snapshots) - set(order):  # deleted, or forgotten as too old
                 del self._snapshots[run_id]
                 self._configs.pop(run_id, None)  # an uploaded text in it can be megabytes
-        self._release_slot_if_idle()
+        self._run_changed()
 
     def _lose(self, child: _Child) -> None:
         """The child ended: keep its runs' curves, and say so where a run was still active."""
@@ -235,27 +234,35 @@ class ProcessSession:
             while len(self._lost) > self.max_runs:
                 self._lost.popitem(last=False)
             self._order, self._current, self._snapshots, self._configs = [], 0, {}, {}
-        self._release_slot_if_idle()
+        self._run_changed()
 
-    def _release_slot_if_idle(self) -> None:
+    def _run_changed(self) -> None:
+        """After a start, news from the child, or its end: free the server's slot once no run is active,
+        and count the runs training again once this one started or stopped computing."""
         with self._slot:
-            released = self._holds_slot and not self._starting and not self.snapshot().active
-            if released:
+            if self._holds_slot and not self._starting and not self.snapshot().active:
                 release_worker_slot()
                 self._holds_slot = False
-        if released:
+        if self._training != self._counted:
             _share_cores()
+
+    @property
+    def _training(self) -> bool:
+        """Whether this session's run is computing: starting or running (a paused run leaves the cores)."""
+        return bool(self._starting) or self.snapshot().status in ("starting", "running")
 
 
 _counting = threading.Lock()  # one count at a time, so that the last one told is the latest
 
 
 def _share_cores() -> None:
-    """Tell every tab's training process how many of the server's runs train at once, whenever that
-    changes: each large run then trains on its share of the cores (session.torch_threads_for)."""
+    """Tell every tab's training process how many of the server's runs train at once: each large run
+    then trains on its share of the cores (session.torch_threads_for)."""
     with _counting:
         sessions = [s for s in list(live_sessions) if isinstance(s, ProcessSession)]
-        runs = sum(s._holds_slot for s in sessions)
+        for session in sessions:
+            session._counted = session._training
+        runs = sum(session._counted for session in sessions)
         for session in sessions:
             session.share_cores(max(runs, 1))
 

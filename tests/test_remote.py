@@ -97,7 +97,11 @@ def test_a_large_run_gives_up_cores_to_another_tabs_run_while_it_trains(config):
             pytest.skip("torch trains on one thread on this machine")
         tabs[1].start(config)
         wait_for(lambda: torch_threads(tabs[0]) == alone // 2)
-        tabs[1].stop()  # its run ended: the large run takes the cores back
+        tabs[1].pause()  # a paused run computes nothing: the large run takes the cores back
+        wait_for(lambda: torch_threads(tabs[0]) == alone)
+        tabs[1].resume()
+        wait_for(lambda: torch_threads(tabs[0]) == alone // 2)
+        tabs[1].stop()
         wait_for(lambda: torch_threads(tabs[0]) == alone)
     finally:
         for tab in tabs:
