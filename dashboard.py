@@ -245,7 +245,10 @@ def status_bar(snap):
     row.metric("ETA", _duration(snap.eta) if snap.eta is not None and snap.active else "–")
     row.metric("best held-out ppl", f"{snap.best_val_ppl:.2f}" if snap.best else "–")
     device, _, detail = snap.device.partition(", ")  # "cpu, 2 threads": the name, and how it computes
-    row.metric("device", device, detail or None, delta_color="off", delta_arrow="off")
+    row.metric("device", device, detail or None, delta_color="off", delta_arrow="off",
+               help="bf16: the layers' products computed in bf16, where the device does it in hardware. "
+                    "Threads: one for most models, all cores for a large one, shared with other tabs' "
+                    "runs while they train.")
     row.metric("parameters", ctl.format_count(snap.parameters), help=f"{snap.parameters:,}")
 
 
