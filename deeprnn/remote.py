@@ -6,7 +6,8 @@ Python slowed training by 10-20% however light the page was made (bench/results/
 In its own process the run has a GIL to itself.
 
 The child runs an ordinary TrainingSession. Commands go to it one at a time over a pipe and return
-its answer. It sends each run's Snapshot whenever the run publishes a new one, so reading
+its answer; the server also tells every child, without waiting for one, how many of its tabs' runs
+train at once, so that large runs share the cores. It sends each run's Snapshot whenever the run publishes a new one, so reading
 (`snapshot`, `runs`) never waits on the child: the server keeps the latest of each.
 
 A tab gets its process at its first Start. Importing torch takes seconds, so one spare process is
