@@ -1,6 +1,7 @@
 """Text in, token ids out: fetching, cleaning, tokenising, the vocabulary and the held-out split."""
 from __future__ import annotations
 
+import codecs
 import collections
 import functools
 import hashlib
@@ -16,6 +17,9 @@ TIMEMACHINE_URL = "http://d2l-data.s3-accelerate.amazonaws.com/timemachine.txt"
 TIMEMACHINE_SHA1 = "090b5e7e70c295757f55df93cb0a180b9691891a"
 TIMEMACHINE_FILE = "timemachine.txt"
 MAX_TEXT_BYTES = 50 * 1024 * 1024  # a text file larger than this is refused before it is read
+# A text's first bytes that name its encoding; UTF-32's little-endian mark begins with UTF-16's, so first
+BYTE_ORDER_MARKS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+                    (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
 UNK = "<unk>"
 
 
@@ -90,7 +94,7 @@ class SourceText:
 
 
 def read_text_file(path: str | Path) -> tuple[str, str | None]:
-    """A user's text file as str; invalid UTF-8 is replaced and counted in the notice."""
+    """A user's text file as str (see decode_text); invalid sequences are replaced and counted in the notice."""
     path = Path(path)
     if not path.is_file():
         raise CorpusError(f"no such text file: {path}")
@@ -101,12 +105,18 @@ def read_text_file(path: str | Path) -> tuple[str, str | None]:
 
 
 def decode_text(data: bytes, name: str = "the text") -> tuple[str, str | None]:
-    """Bytes to text: refuses binary data, replaces invalid UTF-8 and says how much."""
-    if b"\x00" in data:
-        raise CorpusError(f"{name} looks binary (it holds NUL bytes); give a plain-text file")
-    text = data.decode("utf-8", errors="replace")
-    replaced = text.count("\ufffd") - data.decode("utf-8", errors="ignore").count("\ufffd")
-    notice = f"{name}: {replaced} invalid UTF-8 byte sequences were replaced" if replaced else None
+    """Bytes to text: UTF-8, or UTF-16 or UTF-32 where a byte-order mark says so (Windows' Notepad
+    saves "Unicode" text as UTF-16, whose every other byte of English is NUL); a UTF-8 byte-order mark
+    is dropped, not learnt as a character. Refuses binary data; replaces invalid sequences and says
+    how many."""
+    encoding = next((enc for mark, enc in BYTE_ORDER_MARKS if data.startswith(mark)), "utf-8-sig")
+    text = data.decode(encoding, errors="replace")
+    if "\x00" in text:
+        raise CorpusError(f"{name} looks binary (it holds NUL bytes); give a plain-text file "
+                          "(UTF-8, or UTF-16 with a byte-order mark)")
+    replaced = text.count("\ufffd") - data.decode(encoding, errors="ignore").count("\ufffd")
+    label = encoding.upper().removesuffix("-SIG")
+    notice = f"{name}: {replaced} invalid {label} byte sequences were replaced" if replaced else None
     return text, notice
 
 

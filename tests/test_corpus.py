@@ -1,3 +1,4 @@
+import codecs
 import hashlib
 import http.server
 import shutil
@@ -122,6 +123,24 @@ def test_empty_and_binary_text_are_clear_errors():
         decode_text(b"abc\x00def")
     text, notice = decode_text(b"ok \xff\xfe ok")
     assert text.startswith("ok ") and "2 invalid" in notice
+
+
+TEXT = "The Time Traveller (for so it will be convenient to speak of him), café "
+
+
+@pytest.mark.parametrize("data", [
+    codecs.BOM_UTF16_LE + TEXT.encode("utf-16-le"),  # Windows Notepad's "Unicode"
+    codecs.BOM_UTF16_BE + TEXT.encode("utf-16-be"),
+    codecs.BOM_UTF32_LE + TEXT.encode("utf-32-le"),
+    codecs.BOM_UTF8 + TEXT.encode(),  # the mark is dropped, not learnt as a character
+], ids=["utf-16-le", "utf-16-be", "utf-32-le", "utf-8 with a mark"])
+def test_a_text_with_a_byte_order_mark_is_read_in_the_encoding_it_names(data):
+    assert decode_text(data, "notes.txt") == (TEXT, None)
+
+
+def test_utf16_without_a_byte_order_mark_is_refused_with_what_to_give_instead():
+    with pytest.raises(CorpusError, match=r"looks binary .* UTF-16 with a byte-order mark"):
+        decode_text(TEXT.encode("utf-16-le"))
 
 
 def test_user_file_and_missing_file(tmp_path):
