@@ -108,9 +108,10 @@ def decode_text(data: bytes, name: str = "the text") -> tuple[str, str | None]:
     """Bytes to text: UTF-8, or UTF-16 or UTF-32 where a byte-order mark says so (Windows' Notepad
     saves "Unicode" text as UTF-16, whose every other byte of English is NUL); a UTF-8 byte-order mark
     is dropped, not learnt as a character. Refuses binary data; replaces invalid sequences and says
-    how many."""
+    how many. Line breaks become "\n" whatever system wrote them, as Python's text files read them: the
+    raw cleaning would otherwise learn Windows' "\r" as a character of its own."""
     encoding = next((enc for mark, enc in BYTE_ORDER_MARKS if data.startswith(mark)), "utf-8-sig")
-    text = data.decode(encoding, errors="replace")
+    text = data.decode(encoding, errors="replace").replace("\r\n", "\n").replace("\r", "\n")
     if "\x00" in text:
         raise CorpusError(f"{name} looks binary (it holds NUL bytes); give a plain-text file "
                           "(UTF-8, or UTF-16 with a byte-order mark)")

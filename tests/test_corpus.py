@@ -138,6 +138,13 @@ def test_a_text_with_a_byte_order_mark_is_read_in_the_encoding_it_names(data):
     assert decode_text(data, "notes.txt") == (TEXT, None)
 
 
+def test_line_breaks_read_as_newlines_whatever_system_wrote_them():
+    text, _ = decode_text(b"windows\r\nold mac\runix\n")
+    assert text == "windows\nold mac\nunix\n"
+    corpus = corpus_from_text(text * 100, RunConfig(preprocess="raw", val_fraction=0))
+    assert "\r" not in corpus.vocab.idx_to_token
+
+
 def test_utf16_without_a_byte_order_mark_is_refused_with_what_to_give_instead():
     with pytest.raises(CorpusError, match=r"looks binary .* UTF-16 with a byte-order mark"):
         decode_text(TEXT.encode("utf-16-le"))
