@@ -247,7 +247,8 @@ def corpus_from_text(text: str, config, name: str = "text", notice: str | None =
         raise CorpusError(f"{name} is empty: give a text with some words in it")
     tokens = tokenize(preprocess_lines(text, config.preprocess), config.tokens)
     if not any(token.strip() for token in tokens):
-        raise CorpusError(f"{name} has no letters left after the book's cleaning; try preprocess 'raw'")
+        raise CorpusError(f"{name} has no letters left after the book's cleaning, which keeps only a to z; "
+                          "keep the text as it is: cleaning \"none\" on the page, --preprocess raw")
     notices = [notice] if notice else []
     vocab = Vocab(tokens, config.min_freq, config.max_vocab)
     if config.max_vocab and len(set(tokens)) + 1 > config.max_vocab:

@@ -117,8 +117,10 @@ def test_empty_and_binary_text_are_clear_errors():
     config = RunConfig()
     with pytest.raises(CorpusError, match="empty"):
         corpus_from_text("   \n", config)
-    with pytest.raises(CorpusError, match="no letters"):
-        corpus_from_text("123 456", config)
+    with pytest.raises(CorpusError, match="no letters") as stripped:
+        corpus_from_text("Путешественник по времени", config)  # a text in another alphabet
+    assert 'cleaning "none" on the page, --preprocess raw' in str(stripped.value)  # the way out, in both
+    assert corpus_from_text("Путешественник по времени " * 10, RunConfig(preprocess="raw")).train
     with pytest.raises(CorpusError, match="binary"):
         decode_text(b"abc\x00def")
     text, notice = decode_text(b"ok \xff\xfe ok")
