@@ -275,9 +275,11 @@ def samples(snap):
     row.slider("Temperature", 0.1, 2.0, step=0.1, key="temperature", on_change=apply_views)
     st.toggle("Best weights ★", key="use_best", on_change=apply_views, disabled=snap.best is None,
               help="Write with the weights kept at the lowest held-out perplexity so far, marked ★ on the curve.")
-    greedy_place, sampled_place = places(2)
+    prefix_note, greedy_place, sampled_place = places(3)
     if not snap.samples:
         return
+    if note := ctl.unknown_prefix_note(snap.samples.greedy):
+        prefix_note.caption(note)
     source = f"best weights, step {snap.best['step']}" if snap.samples.from_best else f"step {snap.samples.step}"
     # One above the other, each as wide as the column: side by side, a line held 13 characters on a
     # laptop's screen and words broke across lines.

@@ -66,6 +66,18 @@ def test_a_prefix_typed_before_the_first_start_is_what_the_run_writes_from(app):
     rerun_until(app, lambda at: any(c.value.startswith("the machine ") for c in at.code))
 
 
+def test_a_prefix_the_text_cannot_spell_is_explained_under_the_samples(app):
+    app.radio(key="corpus_source").set_value("paste").run()
+    app.text_area(key="pasted").set_value("Путешественник по времени объяснял нам сложный вопрос. " * 60).run()
+    app.radio(key="preprocess").set_value("raw").run()
+    button(app, "Start").click()
+    rerun_until(app, lambda at: any(c.value.startswith("<unk>") for c in at.code))  # "time traveller"
+    assert any("the model reads each as <unk>" in c.value for c in app.caption)
+    app.text_input(key="prefix").input("Путешественник").run()
+    rerun_until(app, lambda at: all(c.value.startswith("Путешественник") for c in at.code if c.value))
+    assert not any("<unk>" in c.value for c in app.caption)
+
+
 def test_start_then_layers_three_then_learning_rate_event(app):
     button(app, "Start").click()
     rerun_until(app, lambda at: any(fig["data"] and fig["data"][0]["type"] == "scatter"
