@@ -21,6 +21,7 @@ MAX_TEXT_BYTES = 50 * 1024 * 1024  # a text file larger than this is refused bef
 BYTE_ORDER_MARKS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
                     (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
 UNK = "<unk>"
+NON_LETTERS = re.compile(r"[\W\d_]+")  # anything but a letter of some alphabet
 
 
 class CorpusError(ValueError):
@@ -141,12 +142,13 @@ def preprocess_lines(text: str, mode: str) -> list[str]:
     """The book's cleaning, letters only and lower case: "spaced" cleans the whole text at once, as
     its current edition does, so a line break becomes a space; "book" cleans line by line, as its first
     edition and the reference do, and the lines are then joined without a separator. "raw" keeps the
-    text as one line."""
+    text as one line. Letters are those of any alphabet: on the book's text, which is ASCII, that is its
+    a to z; on a French or Russian one the book's [^A-Za-z] left "été" as "t" and Cyrillic as nothing."""
     if mode == "raw":
         return [text]
     if mode == "spaced":
-        return [re.sub("[^A-Za-z]+", " ", text).lower()]
-    return [re.sub("[^A-Za-z]+", " ", line).strip().lower() for line in text.splitlines()]
+        return [NON_LETTERS.sub(" ", text).lower()]
+    return [NON_LETTERS.sub(" ", line).strip().lower() for line in text.splitlines()]
 
 
 def tokenize(lines: list[str], tokens: str) -> list[str]:
@@ -247,7 +249,7 @@ def corpus_from_text(text: str, config, name: str = "text", notice: str | None =
         raise CorpusError(f"{name} is empty: give a text with some words in it")
     tokens = tokenize(preprocess_lines(text, config.preprocess), config.tokens)
     if not any(token.strip() for token in tokens):
-        raise CorpusError(f"{name} has no letters left after the book's cleaning, which keeps only a to z; "
+        raise CorpusError(f"{name} has no letters left after the book's cleaning, which keeps only letters; "
                           "keep the text as it is: cleaning \"none\" on the page, --preprocess raw")
     notices = [notice] if notice else []
     vocab = Vocab(tokens, config.min_freq, config.max_vocab)

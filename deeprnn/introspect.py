@@ -144,18 +144,19 @@ def layer_saturation(cell: str, gates: dict, hidden: np.ndarray) -> dict:
 
 
 # --- interpretable-cell finder -------------------------------------------------------------------
+# Letters of any alphabet (\p{L}), as the cleaning keeps them (corpus.NON_LETTERS); vowels are English's.
 CHARACTER_PATTERNS = {
-    "first letter of a word": r"\b[A-Za-z]",
+    "first letter of a word": r"\b\p{L}",
     "after a space": r"(?<= )[^ ]",
-    "inside a word longer than 6 letters": r"[A-Za-z]{7,}",
+    "inside a word longer than 6 letters": r"\p{L}{7,}",
     "a vowel": r"[aeiouAEIOU]",
     "a space": r" ",
 }
 # A word token is marked whole, so the questions asked of word runs are about words: a character
 # pattern such as "first letter of a word" marks every word and tells no unit from another.
 WORD_PATTERNS = {
-    "a short word (3 letters or fewer)": r"\b[A-Za-z]{1,3}\b",
-    "a word longer than 6 letters": r"\b[A-Za-z]{7,}\b",
+    "a short word (3 letters or fewer)": r"\b\p{L}{1,3}\b",
+    "a word longer than 6 letters": r"\b\p{L}{7,}\b",
     "a word starting with a vowel": r"\b[aeiouAEIOU]",
 }
 NAMED_PATTERNS = CHARACTER_PATTERNS | WORD_PATTERNS

@@ -85,6 +85,11 @@ def test_pattern_masks():
     assert "".join("^" if m else "." for m in pattern_mask(tokens, "after a space")) == "....^....^........"
     assert pattern_mask(tokens, "inside a word longer than 6 letters").sum() == len("traveller")
     assert pattern_mask(["the", "time"], "t").tolist() == [True, True]  # word tokens
+    accented = list("été éblouissant")  # letters of any alphabet, as the cleaning keeps them
+    assert "".join("^" if m else "." for m in pattern_mask(accented, "first letter of a word")) == "^...^.........."
+    assert pattern_mask(accented, "inside a word longer than 6 letters").sum() == len("éblouissant")
+    short = pattern_mask(["été", "à", "éblouissant"], "a short word (3 letters or fewer)", separator=" ")
+    assert short.tolist() == [True, True, False]
     with pytest.raises(PatternError, match="regular expression"):
         pattern_mask(tokens, "([")
 

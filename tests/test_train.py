@@ -129,8 +129,8 @@ def test_checkpoint_round_trip_and_resume(small_config, tmp_path):
 def test_generation_handles_unknown_characters_and_sampling(small_config):
     trainer = Trainer(small_config)
     text = continue_text(trainer.model, trainer.codec, "Zürich 42 ☃", 10, temperature=1.0, top_k=3, seed=1)
-    # cleaned like the corpus: each run of other characters is one space
-    assert text.startswith("z rich ") and len(text) == len("z rich ") + 10
+    # cleaned like the corpus: each run of other characters is one space; a letter the text never has is <unk>
+    assert text.startswith("z<unk>rich ") and len(text) == len("z<unk>rich ") + 10
     again = continue_text(trainer.model, trainer.codec, "Zürich 42 ☃", 10, temperature=1.0, top_k=3, seed=1)
     assert text == again
 
