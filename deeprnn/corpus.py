@@ -109,8 +109,8 @@ def decode_text(data: bytes, name: str = "the text") -> tuple[str, str | None]:
     """Bytes to text: UTF-8, or UTF-16 or UTF-32 where a byte-order mark says so (Windows' Notepad
     saves "Unicode" text as UTF-16, whose every other byte of English is NUL); a UTF-8 byte-order mark
     is dropped, not learnt as a character. Refuses binary data; replaces invalid sequences and says
-    how many. Line breaks become "\n" whatever system wrote them, as Python's text files read them: the
-    raw cleaning would otherwise learn Windows' "\r" as a character of its own."""
+    how many. Line breaks become newlines whatever system wrote them, as Python's text files read them:
+    the raw cleaning would otherwise learn Windows' carriage return as a character of its own."""
     encoding = next((enc for mark, enc in BYTE_ORDER_MARKS if data.startswith(mark)), "utf-8-sig")
     text = data.decode(encoding, errors="replace").replace("\r\n", "\n").replace("\r", "\n")
     if "\x00" in text:
@@ -249,8 +249,8 @@ def corpus_from_text(text: str, config, name: str = "text", notice: str | None =
         raise CorpusError(f"{name} is empty: give a text with some words in it")
     tokens = tokenize(preprocess_lines(text, config.preprocess), config.tokens)
     if not any(token.strip() for token in tokens):
-        raise CorpusError(f"{name} has no letters left after the book's cleaning, which keeps only letters; "
-                          "keep the text as it is: cleaning \"none\" on the page, --preprocess raw")
+        raise CorpusError(f"{name} has no letters left after the book's cleaning; keep the text as it is: "
+                          "cleaning \"none\" on the page, --preprocess raw")
     notices = [notice] if notice else []
     vocab = Vocab(tokens, config.min_freq, config.max_vocab)
     if config.max_vocab and len(set(tokens)) + 1 > config.max_vocab:
