@@ -13,7 +13,7 @@ each, and a reader ignores a last line that has no newline yet, so it never sees
 """
 from __future__ import annotations
 
-import collections
+import functools
 import json
 import os
 import tempfile
@@ -203,18 +203,10 @@ class MetricsTail:
         self._events.extend(rows["event"])
 
 
-_TAILS: collections.OrderedDict[Path, MetricsTail] = collections.OrderedDict()  # the latest few watched
-_TAILS_LOCK = threading.Lock()
-
-
+@functools.lru_cache(maxsize=8)  # the latest few watched
 def _metrics_tail(path: Path) -> MetricsTail:
-    with _TAILS_LOCK:
-        key = path.resolve()
-        tail = _TAILS.pop(key, None) or MetricsTail(key)
-        _TAILS[key] = tail
-        while len(_TAILS) > 8:
-            _TAILS.popitem(last=False)
-        return tail
+    """The tail of a resolved metrics.jsonl path, kept from one read of its run directory to the next."""
+    return MetricsTail(path)
 
 
 def read_run_dir(path) -> Snapshot:
@@ -227,7 +219,7 @@ def read_run_dir(path) -> Snapshot:
     try:
         config = RunConfig.from_dict(json.loads((path / "config.json").read_text()))
         status = json.loads((path / "status.json").read_text()) if (path / "status.json").is_file() else {}
-        rows = _metrics_tail(path / "metrics.jsonl").read()
+        rows = _metrics_tail((path / "metrics.jsonl").resolve()).read()
         samples = Samples(**json.loads((path / "samples.json").read_text())) if (path / "samples.json").is_file() else None
         probe = _read_probe(path / "probe.npz")
     except (OSError, ValueError, KeyError, TypeError) as err:
