@@ -37,7 +37,7 @@ def build_parser() -> Parser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     train = commands.add_parser("train", help="train a stacked RNN")
     train.add_argument("--preset", choices=sorted(PRESETS), help="start from a named recipe; flags override it")
-    train.add_argument("--corpus", help="timemachine, pydocs, or the path of a text file")
+    train.add_argument("--corpus", help="timemachine, pydocs, or the path of a text file (/dev/stdin: a pipe)")
     train.add_argument("--tokens", choices=CHOICES["tokens"])
     train.add_argument("--preprocess", choices=CHOICES["preprocess"],
                        help="spaced: letters only, lower case, line breaks as spaces (the book's current edition); "

@@ -95,14 +95,24 @@ class SourceText:
 
 
 def read_text_file(path: str | Path) -> tuple[str, str | None]:
-    """A user's text file as str (see decode_text); invalid sequences are replaced and counted in the notice."""
+    """A user's text file as str (see decode_text); invalid sequences are replaced and counted in the notice.
+    A pipe reads too (`--corpus /dev/stdin`, `--corpus <(zcat book.txt.gz)`), up to the size limit."""
     path = Path(path)
-    if not path.is_file():
-        raise CorpusError(f"no such text file: {path}")
-    size = path.stat().st_size
-    if size > MAX_TEXT_BYTES:
-        raise CorpusError(f"{path} is {size / 2**20:.0f} MB; the limit is {MAX_TEXT_BYTES // 2**20} MB")
-    return decode_text(path.read_bytes(), path.name)
+    if path.is_dir():
+        raise CorpusError(f"{path} is a folder; name a text file in it")
+    limit_mb = MAX_TEXT_BYTES // 2**20
+    if path.is_file() and path.stat().st_size > MAX_TEXT_BYTES:  # said before a byte is read
+        raise CorpusError(f"{path} is {path.stat().st_size / 2**20:.0f} MB; the limit is {limit_mb} MB")
+    try:
+        with path.open("rb") as file:
+            data = file.read(MAX_TEXT_BYTES + 1)
+    except FileNotFoundError:
+        raise CorpusError(f"no such text file: {path}") from None
+    except OSError as err:
+        raise CorpusError(f"cannot read {path}: {err.strerror or err}") from None
+    if len(data) > MAX_TEXT_BYTES:
+        raise CorpusError(f"{path} gives more than {limit_mb} MB, the limit")
+    return decode_text(data, path.name)
 
 
 def decode_text(data: bytes, name: str = "the text") -> tuple[str, str | None]:

@@ -46,6 +46,8 @@ def test_preset_d2l_and_explicit_override(capsys):
     (["train", "--layers", "two"], "error: argument --layers: invalid int value"),
     (["train", "--cell", "transformer"], "error: argument --cell: invalid choice"),
     (["train", "--corpus", "/no/such/file.txt"], "error: no such text file"),
+    (["train", "--corpus", "/"], "error: / is a folder; name a text file in it"),
+    (["train", "--corpus", f"{__file__}/text.txt"], f"error: cannot read {__file__}/text.txt: Not a directory"),
     (["train", "--batch", "64", "--steps", "64", "--max-tokens", "100"], "error: the training text has 90 tokens"),
     (["train", "--device", "cuda"] if not __import__("torch").cuda.is_available() else ["train", "--epochs", "0"],
      "error: "),

@@ -1,5 +1,8 @@
 """Hostile uploads and texts: each ends in a corpus or a clean error that says what is wrong."""
+import contextlib
+import os
 import random
+import threading
 
 import pytest
 from hypothesis import given, settings
@@ -7,6 +10,7 @@ from hypothesis import strategies as st
 
 from deeprnn.batches import TooShortError, check_length
 from deeprnn.config import RunConfig
+from deeprnn import corpus as corpus_module
 from deeprnn.controls import text_from_upload
 from deeprnn.corpus import MAX_TEXT_BYTES, CorpusError, corpus_from_text, read_text_file
 
@@ -60,11 +64,39 @@ def test_oversized_file_is_refused_before_it_is_read(tmp_path, monkeypatch):
     big = tmp_path / "big.txt"
     with open(big, "wb") as f:
         f.truncate(MAX_TEXT_BYTES + 1)  # sparse: 50 MB on paper, nothing on disk
-    monkeypatch.setattr(type(big), "read_bytes", lambda self: pytest.fail("the file was read"))
+    monkeypatch.setattr(type(big), "open", lambda self, *args: pytest.fail("the file was read"))
     with pytest.raises(CorpusError, match="the limit is 50 MB"):
         read_text_file(big)
     with pytest.raises(CorpusError, match="the limit is 50 MB"):
         text_from_upload("big.txt", b"x" * (MAX_TEXT_BYTES + 1))
+
+
+def test_a_pipe_reads_as_a_text_file_up_to_the_limit(monkeypatch):
+    """`--corpus /dev/stdin` or `<(zcat book.gz)`: a stream has no size to check first, so it is read
+    up to the limit and refused past it."""
+    text = "the time traveller smiled\n" * 100
+    with pipe_giving(text.encode()) as path:
+        assert read_text_file(path)[0] == text
+    monkeypatch.setattr(corpus_module, "MAX_TEXT_BYTES", 2**20)
+    with pipe_giving(b"endless " * 2**18) as path, pytest.raises(CorpusError, match="more than 1 MB"):  # 2 MB
+        read_text_file(path)
+
+
+@contextlib.contextmanager
+def pipe_giving(data: bytes):
+    """The path of a pipe that a thread fills with `data`, until the reader stops reading."""
+    read_end, write_end = os.pipe()
+
+    def write():
+        with os.fdopen(write_end, "wb") as pipe, contextlib.suppress(BrokenPipeError):
+            pipe.write(data)
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        yield f"/dev/fd/{read_end}"
+    finally:
+        os.close(read_end)  # the writer's next write fails, and it ends
+        writer.join(5)
 
 
 def test_huge_word_vocabulary_is_capped_with_a_notice():
