@@ -263,6 +263,9 @@ def corpus_from_text(text: str, config, name: str = "text", notice: str | None =
                           "cleaning \"none\" on the page, --preprocess raw")
     notices = [notice] if notice else []
     vocab = Vocab(tokens, config.min_freq, config.max_vocab)
+    if len(vocab) < 2:  # a model of one token learns nothing, at a perfect perplexity of 1
+        raise CorpusError(f"every token of {name} reads as {UNK} with min_freq {config.min_freq} and max_vocab "
+                          f"{config.max_vocab}: lower min_freq, or raise max_vocab (0 keeps every token)")
     if config.max_vocab and len(set(tokens)) + 1 > config.max_vocab:
         notices.append(f"vocabulary capped at the {config.max_vocab} most frequent tokens; "
                        f"the rest map to {UNK}")

@@ -105,3 +105,11 @@ def test_huge_word_vocabulary_is_capped_with_a_notice():
     config = RunConfig(corpus="text", text=" ".join(words), tokens="word", max_vocab=1000)
     corpus = corpus_from_text(config.text, config)
     assert len(corpus.vocab) == 1000 and any("capped" in n for n in corpus.notices)
+
+
+@pytest.mark.parametrize("limits", [{"max_vocab": 1}, {"min_freq": 1000}])
+def test_a_vocabulary_of_nothing_but_unk_is_refused(limits):
+    """Every token <unk>: the model would reach a perplexity of exactly 1 and learn nothing."""
+    config = RunConfig(corpus="text", text="the time machine " * 50, tokens="word", **limits)
+    with pytest.raises(CorpusError, match="every token of text reads as <unk>.*lower min_freq, or raise max_vocab"):
+        corpus_from_text(config.text, config)
