@@ -13,7 +13,7 @@ import torch
 
 from .batches import TooShortError
 from .checkpoint import CheckpointError, writable_folder
-from .config import CHOICES, PRESETS, ConfigError, RunConfig, check_range, preset
+from .config import CHOICES, INTEGER_FIELDS, PRESETS, RANGES, ConfigError, RunConfig, check_range, describe_range, preset
 from .corpus import CorpusError
 from .generate import continue_text
 from .rundir import CHECKPOINT, RunDirWriter
@@ -36,51 +36,70 @@ def build_parser() -> Parser:
     parser = Parser(prog="python -m deeprnn", description="Train and sample deep recurrent networks.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     train = commands.add_parser("train", help="train a stacked RNN")
-    train.add_argument("--preset", choices=sorted(PRESETS), help="start from a named recipe; flags override it")
-    train.add_argument("--corpus", help="timemachine, pydocs, or the path of a text file (/dev/stdin: a pipe)")
-    train.add_argument("--tokens", choices=CHOICES["tokens"])
-    train.add_argument("--preprocess", choices=CHOICES["preprocess"],
-                       help="spaced: letters only, lower case, line breaks as spaces (the book's current edition); "
-                            "book: the same per line, lines joined without a space (its first edition); raw: as it is")
-    train.add_argument("--min-freq", type=int)
-    train.add_argument("--max-vocab", type=int)
-    train.add_argument("--max-tokens", type=int)
-    train.add_argument("--val-fraction", type=float)
-    train.add_argument("--cell", choices=CHOICES["cell"])
-    train.add_argument("--layers", type=int)
-    train.add_argument("--hidden", type=int)
-    train.add_argument("--dropout", type=float)
-    train.add_argument("--weight-drop", type=float, help="DropConnect on the recurrent weights while training")
-    train.add_argument("--embedding", type=int, help="embedding size; 0 means one-hot input")
-    train.add_argument("--optimizer", choices=CHOICES["optimizer"])
-    train.add_argument("--lr", type=float)
-    train.add_argument("--schedule", choices=CHOICES["schedule"])
-    train.add_argument("--weight-decay", type=float)
-    train.add_argument("--clip", type=float)
-    train.add_argument("--batch", type=int)
-    train.add_argument("--steps", type=int)
-    train.add_argument("--epochs", type=int)
-    train.add_argument("--iterator", choices=CHOICES["iterator"])
-    train.add_argument("--seed", type=int)
-    train.add_argument("--device", choices=CHOICES["device"])
-    train.add_argument("--precision", choices=CHOICES["precision"],
-                       help="auto: bf16 products on CPUs with bf16 instructions and on GPUs from Ampere on, else fp32")
-    train.add_argument("--cuda-graph", choices=CHOICES["cuda_graph"],
-                       help="auto: on one GPU, record the whole training step as a CUDA graph and replay it")
-    train.add_argument("--report-every", type=int, help="minibatches between report points (0: per epoch)")
-    train.add_argument("--eval-every", type=int, help="minibatches between held-out evaluations (0: per epoch)")
+    train.add_argument("--preset", choices=sorted(PRESETS),
+                       help="start from a named recipe; flags override it. Without one: the defaults below, the fast recipe")
+    for name, what in TRAIN_FLAGS.items():
+        add_config_flag(train, name, what)
     train.add_argument("--save", help="write a checkpoint here at the end (and on divergence or Ctrl-C)")
     train.add_argument("--resume", help="continue from this checkpoint, or from a run directory's")
     train.add_argument("--run-dir", help="keep a run directory here (metrics, probe, samples, checkpoint)")
     train.add_argument("--json", action="store_true", help="end with one JSON line of results")
     generate = commands.add_parser("generate", help="continue a prefix from a checkpoint")
-    generate.add_argument("--checkpoint", required=True)
-    generate.add_argument("--prefix", default=BOOK_PREFIX)
-    generate.add_argument("--length", type=int, default=50)
-    generate.add_argument("--temperature", type=float, default=0.0)
-    generate.add_argument("--top-k", type=int, default=0)
-    generate.add_argument("--seed", type=int)
+    generate.add_argument("--checkpoint", required=True, help="a file from --save or the page's export, or a run directory")
+    generate.add_argument("--prefix", default=BOOK_PREFIX, help="the text to continue (default: %(default)s)")
+    generate.add_argument("--length", type=int, default=50, help="tokens to write (default: %(default)s)")
+    generate.add_argument("--temperature", type=float, default=0.0,
+                          help="0: the likeliest token each time (greedy); higher: more daring (default: %(default)s)")
+    generate.add_argument("--top-k", type=int, default=0,
+                          help="sample from the k likeliest tokens only; 0: from all (default: %(default)s)")
+    generate.add_argument("--seed", type=int, help="the same seed writes the same sample (default: none, a new one each time)")
     return parser
+
+
+# What each of train's flags sets (a RunConfig field of the same name); its choices or range and its
+# default are added from config.py.
+TRAIN_FLAGS = {
+    "corpus": "timemachine, pydocs, or the path of a text file (/dev/stdin: a pipe)",
+    "tokens": "characters or words",
+    "preprocess": "spaced: letters only, lower case, line breaks as spaces (the book's current edition); "
+                  "book: the same per line, lines joined without a space (its first edition); raw: as it is",
+    "min_freq": "tokens seen fewer times read as <unk>",
+    "max_vocab": "the most frequent tokens kept, <unk> included (0: all); the rest read as <unk>",
+    "max_tokens": "tokens kept from the start of the text (-1: all; the book keeps 10,000)",
+    "val_fraction": "the share of the text held out for evaluation, from its end",
+    "cell": "rnn (a tanh cell), gru or lstm",
+    "layers": "stacked layers",
+    "hidden": "hidden units per layer",
+    "dropout": "dropout between layers and before the output",
+    "weight_drop": "DropConnect on the recurrent weights while training",
+    "embedding": "embedding size; 0 means one-hot input",
+    "optimizer": None,
+    "lr": "learning rate",
+    "schedule": "cosine: decays the rate to 5%% of lr over the epoch budget",
+    "weight_decay": None,
+    "clip": "gradient norm clipping; 0: off",
+    "batch": "sequences per minibatch",
+    "steps": "time steps per sequence (truncated backpropagation)",
+    "epochs": "passes over the training text",
+    "iterator": "sequential: row b of each minibatch continues row b of the last; random: independent "
+                "subsequences in shuffled order",
+    "seed": None,
+    "device": None,
+    "precision": "auto: bf16 products on CPUs with bf16 instructions and on GPUs from Ampere on, else fp32",
+    "cuda_graph": "auto: on one GPU, record the whole training step as a CUDA graph and replay it",
+    "report_every": "minibatches between report points (0: per epoch)",
+    "eval_every": "minibatches between held-out evaluations (0: per epoch)",
+}
+
+
+def add_config_flag(parser, name: str, what: str | None) -> None:
+    """--name for RunConfig's field `name`; its value is None unless given, so that a preset's stands."""
+    default = RunConfig.__dataclass_fields__[name].default
+    kind = int if name in INTEGER_FIELDS else type(default)
+    notes = [what, describe_range(name) if name in RANGES else None, f"default: {default:g}" if kind is float
+             else f"default: {default}"]
+    parser.add_argument("--" + name.replace("_", "-"), type=kind, choices=CHOICES.get(name),
+                        help="; ".join(filter(None, notes)))
 
 
 # generate's flags, as config.RANGES: (low, high, low_open, high_open); temperature 0 is greedy.
@@ -93,11 +112,15 @@ def explicit_overrides(args) -> dict:
     return {k: v for k, v in vars(args).items() if k not in NOT_CONFIG and v is not None}
 
 
+def checkpoint_file(path: str) -> Path:
+    """A checkpoint's path, given it or the run directory that keeps it."""
+    return Path(path) / CHECKPOINT if Path(path).is_dir() else Path(path)
+
+
 def make_trainer(args) -> Trainer:
     overrides = explicit_overrides(args)
     if args.resume:
-        path = Path(args.resume)
-        return Trainer.resume(path / CHECKPOINT if path.is_dir() else path, **overrides)
+        return Trainer.resume(checkpoint_file(args.resume), **overrides)
     return Trainer(preset(args.preset, **overrides) if args.preset else RunConfig(**overrides))
 
 
@@ -225,7 +248,7 @@ def print_results(trainer: Trainer, as_json: bool) -> None:
 def generate(args) -> int:
     for name, bounds in GENERATE_RANGES.items():
         check_range(name, getattr(args, name), bounds)
-    model, codec, _ = model_from_checkpoint(args.checkpoint)
+    model, codec, _ = model_from_checkpoint(checkpoint_file(args.checkpoint))
     print(continue_text(model, codec, args.prefix, args.length, args.temperature, args.top_k, args.seed))
     return 0
 

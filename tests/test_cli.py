@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import signal
 import subprocess
@@ -8,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from deeprnn.checkpoint import load_checkpoint
-from deeprnn.cli import main
+from deeprnn.cli import build_parser, main
+from deeprnn.config import RANGES, RunConfig, describe_range
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,6 +31,31 @@ def test_train_json_save_and_generate(tmp_path, capsys):
     assert "epoch 1/1" in out.err
     assert main(["generate", "--checkpoint", str(ckpt), "--prefix", "the", "--length", "5"]) == 0
     assert len(capsys.readouterr().out.rstrip("\n")) == 8
+
+
+def test_generate_reads_a_run_directorys_checkpoint_as_train_resume_does(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert main(["train", *TINY, "--run-dir", str(run_dir)]) == 0
+    capsys.readouterr()
+    written = []
+    for checkpoint in (run_dir, run_dir / "checkpoint.pt"):
+        assert main(["generate", "--checkpoint", str(checkpoint), "--length", "20"]) == 0
+        written.append(capsys.readouterr().out)
+    assert written[0] == written[1] and written[0].startswith("time traveller")
+
+
+def test_every_setting_of_a_run_has_a_flag_that_says_its_range_and_default():
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    helps = {action.dest: action.help for action in train._actions}
+    for field in dataclasses.fields(RunConfig):
+        if field.name == "text":  # the page's pasted or uploaded text; the CLI reads --corpus PATH
+            continue
+        default = f"{field.default:g}" if isinstance(field.default, float) else str(field.default)
+        assert helps[field.name].endswith(f"default: {default}"), field.name
+        if field.name in RANGES:
+            assert describe_range(field.name) in helps[field.name], field.name
+    assert helps["layers"] == "stacked layers; >= 1 and <= 8; default: 2"
+    assert helps["lr"] == "learning rate; > 0.0 and <= 100.0; default: 0.015"
 
 
 def test_preset_d2l_and_explicit_override(capsys):
