@@ -189,10 +189,16 @@ if notice := state.pop("notice", None):
     messages.warning(notice)
 
 
-@st.fragment(run_every=2.0)
+# Each part redraws on a timer only while something can change without the user: each redraw costs the
+# browser's scripts and plotting, which share the machine's cores with the training.
+refresh_every_s = ctl.refresh_every_s(session.snapshot(), watching=bool(state.watch_dir))
+
+
+@st.fragment(run_every=refresh_every_s["status"])
 def live_status():
-    """The status line, every 2 s: every fragment run costs the browser a render cycle, and a 1 s
-    cadence took 0.06-0.07 of a core more from the cores the training runs on."""
+    """The status line, every 2 s while a run is active: every fragment run costs the browser a render
+    cycle, and a 1 s cadence took 0.06-0.07 of a core more from the cores the training runs on. Once the
+    run ends, the rerun here redraws the whole page, and its timers stop."""
     snap = current_snapshot()
     watching, = places(1)
     if state.watch_dir:
@@ -208,12 +214,7 @@ def live_status():
                         "model's own writing appear here as it trains.")
 
 
-# The curves and the probe views redraw every 2 s, or every 4 s while the run trains on all of a CPU's
-# cores: each redraw costs the browser's plotting, which shares the machine's cores with the training.
-views_every_s = ctl.views_every_s(session.snapshot())
-
-
-@st.fragment(run_every=views_every_s)
+@st.fragment(run_every=refresh_every_s["views"])
 def live_views():
     """The curves and the samples. Drawn before the first Start too, empty: the browser then loads and
     sets up its plotting while the page waits, not in the seconds after Start, when it had held back the
@@ -337,7 +338,7 @@ live_status()
 live_views()
 
 
-@st.fragment(run_every=views_every_s)
+@st.fragment(run_every=refresh_every_s["views"])
 def probe_views():
     """The views of the probe text, redrawn about as often as the session refreshes the probe (at most
     every 2 s): a 1 s fragment would send the same figures again every other second."""
@@ -422,11 +423,11 @@ def interpretable_units(probe, tokens, question_place, problem_place, answer_pla
 probe_views()
 
 
-@st.fragment(run_every=5.0)
+@st.fragment(run_every=refresh_every_s["runs"])
 def all_runs():
-    """Every run of this tab, compared and managed; redrawn every 5 s so that each run's status and
-    its kept best weights follow the run (drawn with the page only, they kept a replaced run "running"
-    and "Best weights" disabled until the next click)."""
+    """Every run of this tab, compared and managed; redrawn every 5 s while a run is active so that each
+    run's status and its kept best weights follow the run (drawn with the page only, they kept a replaced
+    run "running" and "Best weights" disabled until the next click)."""
     runs = session.runs()
     comparison([r for r in runs if r.metrics])  # runs with a point to compare: not one that failed at once
     if runs:

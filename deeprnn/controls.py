@@ -97,17 +97,26 @@ def devices_found() -> dict:
     return found
 
 
-# Seconds between the page's redraws of its curves and probe views. Each redraw takes the browser a
+# Seconds between the page's redraws of its status line, its views (curves, samples, probe views) and
+# its comparison of runs, while something can change without the user. Each redraw takes the browser a
 # share of the CPU; while a run trains on all of a CPU's cores, that share is the training's: on 2 cores
-# the best preset trained about 5% faster with redraws every 4 s (bench/results/dashboard-overhead.md).
-VIEWS_EVERY_S, VIEWS_EVERY_S_ON_ALL_CORES = 2.0, 4.0
+# the best preset trained about 5% faster with its views redrawn every 4 s (bench/results/dashboard-overhead.md).
+REFRESH_EVERY_S = {"status": 2.0, "views": 2.0, "runs": 5.0}
+VIEWS_EVERY_S_ON_ALL_CORES = 4.0
 
 
-def views_every_s(snap: Snapshot) -> float:
-    """How often the page redraws its views while this run is the one shown."""
+def refresh_every_s(snap: Snapshot, watching: bool = False) -> dict[str, float | None]:
+    """How often the page redraws each of its parts while this run is the one shown: on a timer while it
+    is active (starting, running or paused) or a run directory is watched; else not at all, since only the
+    user can change what the page shows then. A finished run's page, left open, had kept Chromium busy
+    with 0.11 of a core and the server with 0.02."""
+    if not (snap.active or watching):
+        return dict.fromkeys(REFRESH_EVERY_S)
+    every = dict(REFRESH_EVERY_S)
     config = snap.config if snap.active else None
-    on_cpu = config is not None and device_kind(config.device) == "cpu"
-    return VIEWS_EVERY_S_ON_ALL_CORES if on_cpu and torch_threads_for(config) > 1 else VIEWS_EVERY_S
+    if config is not None and device_kind(config.device) == "cpu" and torch_threads_for(config) > 1:
+        every["views"] = VIEWS_EVERY_S_ON_ALL_CORES
+    return every
 
 
 def format_lr(value: float) -> str:

@@ -126,3 +126,20 @@ def test_the_unit_text_wraps_between_words_not_inside_them(browser):
     assert len(lines) >= 3, "the text should wrap in a 220 px box"
     assert all(len(word_lines) == 1 for word_lines in words), "a word broke across lines"
     page.close()
+
+
+def test_a_finished_runs_page_left_alone_asks_the_server_for_nothing(server, browser):
+    """Its views redrew on timers forever, keeping Chromium busy with a tenth of a core: now the
+    page's timers run only while something can change without the user."""
+    url, _ = server
+    page = browser.new_page(viewport={"width": 1500, "height": 2600})
+    sent = []  # (time, frame) of every message the page sends the server: a rerun asked for, a click
+    page.on("websocket", lambda ws: ws.on("framesent", lambda frame: sent.append((time.monotonic(), frame))))
+    start_training(page, url, epochs=1)
+    page.locator("h3", has_text="finished").wait_for(timeout=60_000)
+    expect(page.locator(".st-key-curves .scatterlayer path.js-line").first).to_be_visible()  # drawn at the end
+    page.wait_for_timeout(2000)  # the page redrawn as the run ended
+    ended = time.monotonic()
+    page.wait_for_timeout(7000)  # longer than any of the page's timers (2, 2 and 5 s)
+    assert not [t for t, _ in sent if t > ended], "the page still reruns its views on a timer"
+    page.close()

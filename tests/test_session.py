@@ -100,19 +100,23 @@ def test_a_large_run_trains_on_its_share_of_the_cores_while_other_runs_train(ses
     wait_for(lambda: session.snapshot().metrics and session.snapshot().device == "cpu, 1 thread")
 
 
-def test_the_page_redraws_less_often_while_a_run_trains_on_all_cores(monkeypatch):
+def test_the_page_redraws_on_a_timer_only_while_something_can_change_and_less_often_on_all_cores(monkeypatch):
     monkeypatch.setattr(session_mod, "ALL_THREADS", 2)
+    usual, never = {"status": 2.0, "views": 2.0, "runs": 5.0}, {"status": None, "views": None, "runs": None}
 
-    def every_s(status, **config):
-        return controls.views_every_s(replace(IDLE, status=status, config=preset("best", **config)))
+    def every_s(status, watching=False, **config):
+        return controls.refresh_every_s(replace(IDLE, status=status, config=preset("best", **config)), watching)
 
-    assert every_s("running") == every_s("paused") == 4.0  # 2 x 512: trains on both cores
-    assert every_s("running", device="cpu") == 4.0
-    assert every_s("running", hidden=256) == 2.0  # one thread: the browser has the other core
-    assert every_s("finished") == controls.views_every_s(IDLE) == 2.0  # nothing trains
-    assert every_s("running", device="cuda") == 2.0
+    assert every_s("running") == every_s("paused") == {**usual, "views": 4.0}  # 2 x 512: on both cores
+    assert every_s("running", device="cpu") == {**usual, "views": 4.0}
+    assert every_s("running", hidden=256) == usual  # one thread: the browser has the other core
+    assert every_s("running", device="cuda") == usual
+    for ended in ("finished", "stopped", "failed"):  # nothing changes but by the user's hand
+        assert every_s(ended) == never
+    assert controls.refresh_every_s(IDLE) == never
+    assert every_s("finished", watching=True) == controls.refresh_every_s(IDLE, watching=True) == usual
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert every_s("running") == 2.0  # auto picks the GPU
+    assert every_s("running") == usual  # auto picks the GPU
 
 
 def test_views_keep_to_one_thread_beside_a_run_on_two(session, config, monkeypatch):
