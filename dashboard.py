@@ -191,14 +191,15 @@ if notice := state.pop("notice", None):
 
 # Each part redraws on a timer only while something can change without the user: each redraw costs the
 # browser's scripts and plotting, which share the machine's cores with the training.
-refresh_every_s = ctl.refresh_every_s(session.snapshot(), watching=bool(state.watch_dir))
+state.page_snapshot = session.snapshot()  # what this run of the whole page draws
+refresh_every_s = ctl.refresh_every_s(state.page_snapshot, watching=bool(state.watch_dir))
 
 
 @st.fragment(run_every=refresh_every_s["status"])
 def live_status():
-    """The status line, every 2 s while a run is active: every fragment run costs the browser a render
-    cycle, and a 1 s cadence took 0.06-0.07 of a core more from the cores the training runs on. Once the
-    run ends, the rerun here redraws the whole page, and its timers stop."""
+    """The status line, every 2 s while a run trains or is paused: every fragment run costs the browser
+    a render cycle, and a 1 s cadence took 0.06-0.07 of a core more from the cores the training runs on.
+    When the run pauses or ends, the rerun here redraws the whole page, and the other parts' timers stop."""
     snap = current_snapshot()
     watching, = places(1)
     if state.watch_dir:
@@ -206,6 +207,8 @@ def live_status():
     if state.get("last_status") not in (None, snap.status) and snap.run_id == state.get("last_run"):
         state.last_status = snap.status
         st.rerun()  # the sidebar's buttons follow the run's state
+    if snap.status == "paused" and snap is not state.page_snapshot and not state.watch_dir:
+        st.rerun()  # a paused run's news, such as the views of the weights it stopped at: the views have no timer
     state.last_status, state.last_run = snap.status, snap.run_id
     status_bar(snap)
     invitation, = places(1)
@@ -425,7 +428,7 @@ probe_views()
 
 @st.fragment(run_every=refresh_every_s["runs"])
 def all_runs():
-    """Every run of this tab, compared and managed; redrawn every 5 s while a run is active so that each
+    """Every run of this tab, compared and managed; redrawn every 5 s while a run trains so that each
     run's status and its kept best weights follow the run (drawn with the page only, they kept a replaced
     run "running" and "Best weights" disabled until the next click)."""
     runs = session.runs()

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """What the page costs while nothing trains: the CPU of Chromium and of the server with the page open
-and left alone, before the first Start and after a run has finished (the fast preset, one epoch).
+and left alone, before the first Start, with its run paused, and after a run has finished (the fast
+preset).
 
     python bench/idle_page.py --seconds 30
 
@@ -33,7 +34,16 @@ def main():
         page.get_by_role("button", name="Start").wait_for()
         time.sleep(5)  # the page drawn and settled
         rows = [("before the first Start", *cpu_while_left_alone(server.pid, args.seconds))]
-        start_training(page, url, epochs=1)
+        start_training(page, url, epochs=1000)
+        page.locator("h3", has_text="running").wait_for(timeout=120_000)
+        time.sleep(5)
+        page.get_by_role("button", name="Pause").click()
+        page.locator("h3", has_text="paused").wait_for()
+        time.sleep(5)
+        rows.append(("its run paused", *cpu_while_left_alone(server.pid, args.seconds)))
+        page.get_by_label("Epoch budget").fill("1")  # a new run, of one epoch
+        page.get_by_label("Epoch budget").press("Enter")
+        page.get_by_role("button", name="Start").click()
         page.locator("h3", has_text="finished").wait_for(timeout=120_000)
         time.sleep(5)
         rows.append(("after its run finished", *cpu_while_left_alone(server.pid, args.seconds)))

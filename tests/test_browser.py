@@ -1,10 +1,12 @@
 """The dashboard in a real browser (Debian's chromium driven by Playwright), as a person sees it."""
+import re
 import time
 from pathlib import Path
 
 from playwright.sync_api import expect
 
 from deeprnn import charts
+from deeprnn import controls as ctl
 from pageserver import child_pids, start_training
 from support import idle_within, wait_for
 
@@ -142,4 +144,21 @@ def test_a_finished_runs_page_left_alone_asks_the_server_for_nothing(server, bro
     ended = time.monotonic()
     page.wait_for_timeout(7000)  # longer than any of the page's timers (2, 2 and 5 s)
     assert not [t for t, _ in sent if t > ended], "the page still reruns its views on a timer"
+    page.close()
+
+
+def test_a_paused_runs_views_show_the_weights_it_stopped_at(server, browser):
+    """While a run is paused only the status line keeps a timer; it redraws the page when the views of
+    the weights the run stopped at arrive, which are computed after the pause (a quarter of a second for
+    the best preset's model: later than the page's own redraw as it pauses)."""
+    url, _ = server
+    page = browser.new_page(viewport={"width": 1500, "height": 2600})
+    start_training(page, url, epochs=1000, preset_label=ctl.PRESET_LABELS["best"])
+    caption = page.get_by_text("probed at step")
+    expect(caption).to_be_visible(timeout=60_000)
+    page.get_by_role("button", name="Pause").click()
+    page.locator("h3", has_text="paused").wait_for()
+    step = re.search(r"step ([\d,]+) ·", page.get_by_test_id("stProgress").inner_text()).group(1).replace(",", "")
+    expect(caption).to_contain_text(f"probed at step {step}.", timeout=15_000)
+    expect(page.get_by_text(f"greedy (step {step})")).to_be_visible()
     page.close()

@@ -107,7 +107,8 @@ def test_the_page_redraws_on_a_timer_only_while_something_can_change_and_less_of
     def every_s(status, watching=False, **config):
         return controls.refresh_every_s(replace(IDLE, status=status, config=preset("best", **config)), watching)
 
-    assert every_s("running") == every_s("paused") == {**usual, "views": 4.0}  # 2 x 512: on both cores
+    assert every_s("running") == every_s("starting") == {**usual, "views": 4.0}  # 2 x 512: on both cores
+    assert every_s("paused") == {**never, "status": 2.0}  # which redraws the page when the run has news
     assert every_s("running", device="cpu") == {**usual, "views": 4.0}
     assert every_s("running", hidden=256) == usual  # one thread: the browser has the other core
     assert every_s("running", device="cuda") == usual
