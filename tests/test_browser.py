@@ -135,24 +135,21 @@ def test_a_finished_runs_page_left_alone_asks_the_server_for_nothing(server, bro
     page's timers run only while something can change without the user."""
     url, _ = server
     page = browser.new_page(viewport={"width": 1500, "height": 2600})
-    sent = []  # (time, frame) of every message the page sends the server: a rerun asked for, a click
-    page.on("websocket", lambda ws: ws.on("framesent", lambda frame: sent.append((time.monotonic(), frame))))
+    sent = record_messages_sent(page)
     start_training(page, url, epochs=1)
     page.locator("h3", has_text="finished").wait_for(timeout=60_000)
     expect(page.locator(".st-key-curves .scatterlayer path.js-line").first).to_be_visible()  # drawn at the end
-    page.wait_for_timeout(2000)  # the page redrawn as the run ended
-    ended = time.monotonic()
-    page.wait_for_timeout(7000)  # longer than any of the page's timers (2, 2 and 5 s)
-    assert not [t for t, _ in sent if t > ended], "the page still reruns its views on a timer"
+    assert_asks_for_nothing(page, sent)
     page.close()
 
 
 def test_a_paused_runs_views_show_the_weights_it_stopped_at(server, browser):
-    """While a run is paused only the status line keeps a timer; it redraws the page when the views of
-    the weights the run stopped at arrive, which are computed after the pause (a quarter of a second for
-    the best preset's model: later than the page's own redraw as it pauses)."""
+    """While a run is paused only the status line keeps a timer, until the views of the weights the run
+    stopped at arrive, which are computed after the pause (a quarter of a second for the best preset's
+    model: later than the page's own redraw as it pauses); then it redraws the page, and asks for nothing."""
     url, _ = server
     page = browser.new_page(viewport={"width": 1500, "height": 2600})
+    sent = record_messages_sent(page)
     start_training(page, url, epochs=1000, preset_label=ctl.PRESET_LABELS["best"])
     caption = page.get_by_text("probed at step")
     expect(caption).to_be_visible(timeout=60_000)
@@ -161,4 +158,19 @@ def test_a_paused_runs_views_show_the_weights_it_stopped_at(server, browser):
     step = re.search(r"step ([\d,]+) ·", page.get_by_test_id("stProgress").inner_text()).group(1).replace(",", "")
     expect(caption).to_contain_text(f"probed at step {step}.", timeout=15_000)
     expect(page.get_by_text(f"greedy (step {step})")).to_be_visible()
+    assert_asks_for_nothing(page, sent)
     page.close()
+
+
+def record_messages_sent(page) -> list[float]:
+    """The times of the messages the page will send the server (a rerun asked for, a click...)."""
+    sent = []
+    page.on("websocket", lambda ws: ws.on("framesent", lambda frame: sent.append(time.monotonic())))
+    return sent
+
+
+def assert_asks_for_nothing(page, sent: list[float]) -> None:
+    page.wait_for_timeout(2000)  # the page redrawn as the run ended or settled
+    settled = time.monotonic()
+    page.wait_for_timeout(7000)  # longer than any of the page's timers (2, 2 and 5 s)
+    assert not [t for t in sent if t > settled], "the page still reruns its views on a timer"
