@@ -105,6 +105,9 @@ def read_text_file(path: str | Path) -> tuple[str, str | None]:
         raise CorpusError(f"{path} is {path.stat().st_size / 2**20:.0f} MB; the limit is {limit_mb} MB")
     try:
         with path.open("rb") as file:
+            if file.isatty():  # /dev/stdin in a terminal would wait, silently, for the text to be typed
+                raise CorpusError(f"{path} is a terminal; pipe the text in: "
+                                  f"cat book.txt | python -m deeprnn train --corpus {path}")
             data = file.read(MAX_TEXT_BYTES + 1)
     except FileNotFoundError:
         raise CorpusError(f"no such text file: {path}") from None

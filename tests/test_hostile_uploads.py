@@ -1,6 +1,7 @@
 """Hostile uploads and texts: each ends in a corpus or a clean error that says what is wrong."""
 import contextlib
 import os
+import pty
 import random
 import threading
 
@@ -80,6 +81,19 @@ def test_a_pipe_reads_as_a_text_file_up_to_the_limit(monkeypatch):
     monkeypatch.setattr(corpus_module, "MAX_TEXT_BYTES", 2**20)
     with pipe_giving(b"endless " * 2**18) as path, pytest.raises(CorpusError, match="more than 1 MB"):  # 2 MB
         read_text_file(path)
+
+
+def test_a_terminal_is_refused_rather_than_waited_on():
+    """`--corpus /dev/stdin` typed without a pipe (or a --resume of such a run) had waited, silently, for
+    the book to be typed in."""
+    leader, follower = pty.openpty()
+    os.write(leader, b"\x04")  # an end of input typed: a read that waits gets it, and the test never hangs
+    try:
+        with pytest.raises(CorpusError, match="is a terminal; pipe the text in"):
+            read_text_file(os.ttyname(follower))
+    finally:
+        os.close(leader)
+        os.close(follower)
 
 
 @contextlib.contextmanager
