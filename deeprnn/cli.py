@@ -146,7 +146,7 @@ def train(args) -> int:
         trainer = make_trainer(args)
         try:
             lead = trainer.rank == 0  # only the first process speaks and writes
-            writer = RunDirWriter(args.run_dir, trainer) if args.run_dir and lead else None
+            writer = RunDirWriter(args.run_dir, trainer, on_problem=warn) if args.run_dir and lead else None
             if lead:
                 announce(trainer)
             try:
@@ -174,6 +174,10 @@ def check_destinations(args) -> None:
         writable_folder(Path(args.save).parent)
     if args.run_dir:
         writable_folder(args.run_dir)
+
+
+def warn(problem: str) -> None:
+    print(f"warning: {problem}", file=sys.stderr)
 
 
 def keep_interrupted(trainer: Trainer, writer: RunDirWriter | None, save: str | None) -> None:

@@ -54,15 +54,31 @@ def _write_json(path: Path, value) -> None:
 class RunDirWriter:
     """Mirrors a Trainer into a run directory; call `update` at report points."""
 
-    def __init__(self, path, trainer: Trainer):
+    def __init__(self, path, trainer: Trainer, on_problem=None):
         self.path = writable_folder(path)
         self.started = time.time()
         _write_json(self.path / "config.json", {k: v for k, v in trainer.config.to_dict().items() if k != "text"})
-        # Resuming appends after what the directory already holds.
-        self.written = {"train": trainer.metrics.total, "eval": trainer.evals.total, "event": len(trainer.events)}
+        self.written = _counts(trainer)  # resuming appends after what the directory already holds
+        self.problem: str | None = None  # why the last update could not be written, if it could not
+        self.on_problem = on_problem  # called with each new problem
 
     def update(self, trainer: Trainer, status: str, probe: Probe | None = None, samples: Samples | None = None,
                checkpoint: bool = False, message: str | None = None) -> None:
+        """Write what is new. A directory that cannot be written (deleted, or its disk full) does not stop
+        the training, which had ended with a traceback and nothing saved: `problem` says why, and the next
+        update tries again."""
+        try:
+            self._write(trainer, status, probe, samples, checkpoint, message)
+        except OSError as err:
+            problem = f"the run directory {self.path} cannot be written ({err.strerror or err}); training goes on"
+            if problem != self.problem and self.on_problem:
+                self.on_problem(problem)
+            self.problem = problem
+        else:
+            self.problem = None
+
+    def _write(self, trainer: Trainer, status: str, probe: Probe | None, samples: Samples | None,
+               checkpoint: bool, message: str | None) -> None:
         self._append_new(trainer)
         if probe is not None:
             _atomic_write(self.path / "probe.npz", lambda f: np.savez(f, **_probe_arrays(probe)))
@@ -83,13 +99,16 @@ class RunDirWriter:
             new = history.total - self.written[kind]
             if new > 0:
                 lines += [{"kind": kind, **row} for row in history.records()[-new:]]
-                self.written[kind] = history.total
         for event in trainer.events[self.written["event"]:]:
             lines.append({"kind": "event", "event": event})  # an event has a kind of its own
-        self.written["event"] = len(trainer.events)
         if lines:
             with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as f:
                 f.write("".join(json.dumps(line) + "\n" for line in lines))
+        self.written = _counts(trainer)  # counted once written: lines that could not be go with the next ones
+
+
+def _counts(trainer: Trainer) -> dict:
+    return {"train": trainer.metrics.total, "eval": trainer.evals.total, "event": len(trainer.events)}
 
 
 def _probe_arrays(probe: Probe) -> dict:

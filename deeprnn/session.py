@@ -575,7 +575,8 @@ class _Worker:
             elapsed=elapsed, eta=_eta(t, speed), device=t.device_label, parameters=t.parameter_count,
             metrics=t.metrics.records(), evals=t.evals.records(), events=tuple(t.events),
             best=None if t.best is None else {k: v for k, v in t.best.items() if k != "weights"},
-            probe=self.probe, samples=self.samples, notices=t.corpus.notices, saturation=self.saturation.records(),
+            probe=self.probe, samples=self.samples, saturation=self.saturation.records(),
+            notices=t.corpus.notices + ((self.writer.problem,) if self.writer and self.writer.problem else ()),
             view_seconds=self.view_seconds, train_seconds=t.train_seconds)
 
     def write_run_dir(self) -> None:

@@ -2,12 +2,15 @@
 rewrites, a replaced file, or a half-written line read as the whole file would be."""
 import json
 import os
+import shutil
 
 import pytest
 
 from deeprnn import rundir
 from deeprnn.cli import main
+from deeprnn.config import RunConfig
 from deeprnn.rundir import read_metrics, read_run_dir
+from deeprnn.train import Trainer
 
 TINY = ["--max-tokens", "3000", "--hidden", "16", "--embedding", "8", "--batch", "4", "--steps", "8", "--epochs", "1",
         "--device", "cpu", "--report-every", "5", "--eval-every", "20"]
@@ -94,3 +97,39 @@ def test_a_metrics_file_written_again_in_place_is_read_again(run_dir):
     metrics.write_text(train_rows(1000, 300))  # the same inode, and more bytes than before
     assert metrics.stat().st_size > size
     assert steps(read_run_dir(run_dir)) == list(range(1000, 1300))
+
+
+def test_a_run_directory_that_cannot_be_written_leaves_the_training_going(tmp_path):
+    """Deleted while the run trained (or its disk full), it had ended the CLI's run with a traceback and
+    nothing saved. Now each failed update says why (once per problem) and the next one tries again,
+    with the metric lines that could not be written."""
+    trainer = Trainer(RunConfig(max_tokens=3000, hidden=16, embedding=8, batch=4, steps=8, device="cpu",
+                                report_every=5))
+    steps = trainer.steps()
+    problems = []
+    writer = rundir.RunDirWriter(tmp_path / "run", trainer, on_problem=problems.append)
+    writer.update(trainer, "running")
+    shutil.rmtree(tmp_path / "run")
+    for _ in range(2):
+        for _ in range(10):
+            next(steps)
+        writer.update(trainer, "running")
+    assert problems == [writer.problem] and "No such file or directory" in writer.problem
+    (tmp_path / "run").mkdir()  # room again
+    writer.update(trainer, "running")
+    assert writer.problem is None
+    written = read_metrics(tmp_path / "run" / "metrics.jsonl")["train"]
+    assert [row["step"] for row in written] == [row["step"] for row in trainer.metrics.records()][-len(written):]
+    assert len(written) == 4  # the 4 report points since it was deleted: 20 steps, one every 5
+
+
+def test_the_cli_trains_on_and_saves_when_its_run_directory_goes(tmp_path, monkeypatch, capsys):
+    def gone(self, *args, **kwargs):
+        raise FileNotFoundError(2, "No such file or directory")
+    monkeypatch.setattr(rundir.RunDirWriter, "_write", gone)
+    save = tmp_path / "run.pt"
+    assert main(["train", *TINY, "--run-dir", str(tmp_path / "run"), "--save", str(save)]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert warnings == [f"warning: the run directory {tmp_path / 'run'} cannot be written (No such file or "
+                        "directory); training goes on"]
+    assert save.is_file()

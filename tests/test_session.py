@@ -1,4 +1,5 @@
 import io
+import shutil
 import time
 from dataclasses import replace
 
@@ -257,6 +258,17 @@ def test_a_page_run_keeps_a_run_directory_when_asked(session, config, tmp_path):
     assert [r["step"] for r in watched.metrics] == [r["step"] for r in live.metrics]
     assert len(watched.probe.hidden) == 2 and watched.samples is not None
     assert main(["generate", "--checkpoint", str(tmp_path / "page-run" / "checkpoint.pt"), "--length", "3"]) == 0
+
+
+def test_a_page_run_whose_run_directory_goes_trains_on_and_says_so(session, config, tmp_path):
+    """Its worker had failed at the next write, and the run with it."""
+    session.start(config.replace(epochs=1000), run_dir=tmp_path / "page-run")
+    wait_for(lambda: session.snapshot().metrics)
+    shutil.rmtree(tmp_path / "page-run")
+    snap = wait_for(lambda: (s := session.snapshot()).notices and s)
+    assert snap.status == "running" and "page-run cannot be written (No such file or directory)" in snap.notices[-1]
+    steps = snap.step
+    wait_for(lambda: session.snapshot().step > steps)
 
 
 def test_views_are_computed_on_a_copy_while_training_goes_on(session, config, monkeypatch):
