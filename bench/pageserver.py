@@ -160,8 +160,9 @@ def _is_chromium(pid: int) -> bool:
 @contextlib.contextmanager
 def renderers_stopped():
     """Chromium's renderers stopped (SIGSTOP) until the block ends. A paused page still redraws its
-    views, which took Chromium 0.13 to 0.2 of a core. The browser process and its network service keep
-    running and keep the page's websocket, and so its session and training process, alive."""
+    status line every 2 s, which takes Chromium about 0.06 of a core (its views too until session 24:
+    0.13 to 0.2; bench/results/idle-page.md). The browser process and its network service keep running
+    and keep the page's websocket, and so its session and training process, alive."""
     pids = renderer_pids()
     for pid in pids:
         os.kill(pid, signal.SIGSTOP)
