@@ -207,8 +207,8 @@ def live_status():
     if state.get("last_status") not in (None, snap.status) and snap.run_id == state.get("last_run"):
         state.last_status = snap.status
         st.rerun()  # the sidebar's buttons follow the run's state
-    if snap.status == "paused" and snap is not state.page_snapshot and not state.watch_dir:
-        st.rerun()  # a paused run's news, such as the views of the weights it stopped at: the views have no timer
+    if refresh_every_s["views"] is None and snap is not state.page_snapshot:
+        st.rerun()  # news the views have no timer for, such as the views of the weights a paused run stopped at
     state.last_status, state.last_run = snap.status, snap.run_id
     status_bar(snap)
     invitation, = places(1)

@@ -114,7 +114,8 @@ def refresh_every_s(snap: Snapshot, watching: bool = False) -> dict[str, float |
     core and the server with 0.02 (bench/results/idle-page.md)."""
     training = snap.status in ("starting", "running")
     if not (training or watching):
-        return {**dict.fromkeys(REFRESH_EVERY_S), "status": REFRESH_EVERY_S["status"] if snap.active else None}
+        paused = snap.status == "paused"
+        return {**dict.fromkeys(REFRESH_EVERY_S), "status": REFRESH_EVERY_S["status"] if paused else None}
     every = dict(REFRESH_EVERY_S)
     if training and device_kind(snap.config.device) == "cpu" and torch_threads_for(snap.config) > 1:
         every["views"] = VIEWS_EVERY_S_ON_ALL_CORES
