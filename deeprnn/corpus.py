@@ -100,9 +100,9 @@ def read_text_file(path: str | Path) -> tuple[str, str | None]:
     path = Path(path)
     if path.is_dir():
         raise CorpusError(f"{path} is a folder; name a text file in it")
-    limit_mb = MAX_TEXT_BYTES // 2**20
-    if path.is_file() and path.stat().st_size > MAX_TEXT_BYTES:  # said before a byte is read
-        raise CorpusError(f"{path} is {path.stat().st_size / 2**20:.0f} MB; the limit is {limit_mb} MB")
+    limit_mb, size = MAX_TEXT_BYTES // 2**20, path.stat().st_size if path.is_file() else 0
+    if size > MAX_TEXT_BYTES:  # said before a byte is read; a pipe's size is known only by reading it
+        raise CorpusError(f"{path} is {size / 2**20:.0f} MB; the limit is {limit_mb} MB")
     try:
         with path.open("rb") as file:
             if file.isatty():  # /dev/stdin in a terminal would wait, silently, for the text to be typed
