@@ -102,9 +102,22 @@ class RunDirWriter:
         for event in trainer.events[self.written["event"]:]:
             lines.append({"kind": "event", "event": event})  # an event has a kind of its own
         if lines:
-            with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as f:
-                f.write("".join(json.dumps(line) + "\n" for line in lines))
+            _append(self.path / "metrics.jsonl", "".join(json.dumps(line) + "\n" for line in lines).encode())
         self.written = _counts(trainer)  # counted once written: lines that could not be go with the next ones
+
+
+def _append(path: Path, data: bytes) -> None:
+    """Append all of `data` or none of it: a disk that fills part-way would leave half a line, and the
+    next lines after it, which no reader can parse."""
+    with open(path, "ab", buffering=0) as f:
+        end = f.seek(0, os.SEEK_END)
+        try:
+            rest = memoryview(data)
+            while rest:
+                rest = rest[f.write(rest):]
+        except OSError:
+            f.truncate(end)
+            raise
 
 
 def _counts(trainer: Trainer) -> dict:

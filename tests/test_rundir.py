@@ -1,5 +1,6 @@
 """A watched run directory is read as it grows: only new metric lines are parsed, and what a resumed run
 rewrites, a replaced file, or a half-written line read as the whole file would be."""
+import errno
 import json
 import os
 import shutil
@@ -121,6 +122,60 @@ def test_a_run_directory_that_cannot_be_written_leaves_the_training_going(tmp_pa
     written = read_metrics(tmp_path / "run" / "metrics.jsonl")["train"]
     assert [row["step"] for row in written] == [row["step"] for row in trainer.metrics.records()][-len(written):]
     assert len(written) == 4  # the 4 report points since it was deleted: 20 steps, one every 5
+
+
+class DiskFullAfter:
+    """A file on a disk with `room` bytes (or characters) left: a write stores what fits and fails with
+    ENOSPC, as Python's buffered files do when write(2) stops short."""
+
+    def __init__(self, file, room: int):
+        self.file, self.room = file, room
+
+    def write(self, data):
+        written = self.file.write(data[:self.room])
+        self.room -= written
+        if written < len(data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return written
+
+    def __getattr__(self, name):
+        return getattr(self.file, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.file.close()
+
+
+def test_a_disk_that_fills_mid_line_leaves_the_metrics_readable(tmp_path, monkeypatch):
+    """A write that stopped part-way through a line had left half a line; the next update's lines followed
+    it, and the file no longer read (a watching page showed "could not be read" from then on). Now what a
+    failed write stored is taken back, and its lines go with the next update, once."""
+    trainer = Trainer(RunConfig(max_tokens=3000, hidden=16, embedding=8, batch=4, steps=8, device="cpu",
+                                report_every=5))
+    steps = trainer.steps()
+    writer = rundir.RunDirWriter(tmp_path / "run", trainer)
+    metrics = tmp_path / "run" / "metrics.jsonl"
+
+    def train_and_update():
+        for _ in range(10):
+            next(steps)
+        writer.update(trainer, "running")
+
+    train_and_update()
+    trainer.set_lr(0.5)  # an event line too, which the reader keeps every copy of
+    monkeypatch.setattr(rundir, "open", lambda *args, **kwargs: DiskFullAfter(open(*args, **kwargs), room=30),
+                        raising=False)
+    train_and_update()
+    assert "No space left on device" in writer.problem
+    monkeypatch.delattr(rundir, "open")
+    train_and_update()
+    assert writer.problem is None
+    assert all(json.loads(line) for line in metrics.read_text().splitlines())
+    snapshot = read_run_dir(tmp_path / "run")
+    assert [row["step"] for row in snapshot.metrics] == [row["step"] for row in trainer.metrics.records()]
+    assert snapshot.events == tuple(trainer.events) and len(snapshot.events) == 1
 
 
 def test_the_cli_trains_on_and_saves_when_its_run_directory_goes(tmp_path, monkeypatch, capsys):
