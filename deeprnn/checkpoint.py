@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import io
-import os
 import tempfile
 import warnings
 from pathlib import Path
 
 import torch
+
+from .atomic import write_atomically
 
 FORMAT = "deeprnn-checkpoint"
 VERSION = 1
@@ -22,14 +23,7 @@ def save_checkpoint(payload: dict, path: str | Path) -> Path:
     """Write to a temporary file beside the target, then rename: a crash never leaves half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            _write(payload, f)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_atomically(path, lambda f: _write(payload, f))
     return path
 
 

@@ -7,11 +7,12 @@ import functools
 import hashlib
 import os
 import re
-import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
+
+from .atomic import write_atomically
 
 TIMEMACHINE_URL = "http://d2l-data.s3-accelerate.amazonaws.com/timemachine.txt"
 TIMEMACHINE_SHA1 = "090b5e7e70c295757f55df93cb0a180b9691891a"
@@ -61,24 +62,23 @@ def timemachine_path(url: str | None = None, cache: Path | None = None) -> Path:
 
 
 def _download_verified(url: str, target: Path) -> Path:
-    """Download to a temporary file beside the target and rename it only once its hash is right."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".download-")
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=30) as response:
+    """Download beside the target, renamed to it only once its hash is right."""
+    def download(out) -> None:
+        digest = hashlib.sha1()
+        with urllib.request.urlopen(url, timeout=30) as response:
             for block in iter(lambda: response.read(1 << 16), b""):
                 out.write(block)
-        digest = sha1_of(Path(tmp))
-        if digest != TIMEMACHINE_SHA1:
-            raise CorpusError(f"the download from {url} has SHA-1 {digest}, not the book's "
+                digest.update(block)
+        if digest.hexdigest() != TIMEMACHINE_SHA1:
+            raise CorpusError(f"the download from {url} has SHA-1 {digest.hexdigest()}, not the book's "
                               f"{TIMEMACHINE_SHA1}: {HOW_TO_FIX}")
-        os.replace(tmp, target)
-        return target
+
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(target, download)
     except OSError as err:
         raise CorpusError(f"could not download The Time Machine from {url} ({err}): {HOW_TO_FIX}") from err
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    return target
 
 
 def python_docs_text() -> str:

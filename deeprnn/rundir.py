@@ -16,13 +16,13 @@ from __future__ import annotations
 import functools
 import json
 import os
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import write_atomically
 from .checkpoint import writable_folder
 from .config import RunConfig
 from .history import BoundedHistory
@@ -36,19 +36,8 @@ class RunDirError(ValueError):
     pass
 
 
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _write_json(path: Path, value) -> None:
-    _atomic_write(path, lambda f: f.write(json.dumps(value).encode()))
+    write_atomically(path, lambda f: f.write(json.dumps(value).encode()))
 
 
 class RunDirWriter:
@@ -81,7 +70,7 @@ class RunDirWriter:
                checkpoint: bool, message: str | None) -> None:
         self._append_new(trainer)
         if probe is not None:
-            _atomic_write(self.path / "probe.npz", lambda f: np.savez(f, **_probe_arrays(probe)))
+            write_atomically(self.path / "probe.npz", lambda f: np.savez(f, **_probe_arrays(probe)))
         if samples is not None:
             _write_json(self.path / "samples.json", samples.__dict__)
         if checkpoint:

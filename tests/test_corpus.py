@@ -169,6 +169,17 @@ def test_user_file_and_missing_file(tmp_path):
         build_corpus(RunConfig(corpus=str(tmp_path / "nope.txt")))
 
 
+def test_a_cache_folder_that_cannot_be_made_falls_back_to_python_docs(monkeypatch, tmp_path):
+    """A cache under a file (or a read-only home) had ended the start with a bare NotADirectoryError."""
+    monkeypatch.delenv("DEEPRNN_DATA_DIR")
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "a-file" / "cache"))
+    monkeypatch.setattr(corpus_mod, "TIMEMACHINE_URL", "http://127.0.0.1:9/none")
+    source = load_source("timemachine")
+    assert source.name == "Python docs"
+    assert "Not a directory" in source.notice
+
+
 def test_python_docs_corpus_needs_no_download(monkeypatch):
     monkeypatch.delenv("DEEPRNN_DATA_DIR")
     corpus = build_corpus(RunConfig(corpus="pydocs", max_tokens=5000))
