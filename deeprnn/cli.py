@@ -21,15 +21,21 @@ from .session import ViewSettings, compute_views
 from .train import Diverged, Trainer, model_from_checkpoint
 
 EXIT_BAD_INPUT, EXIT_DIVERGED = 2, 3
-USER_ERRORS = (ConfigError, CorpusError, TooShortError, CheckpointError)
 BOOK_PREFIX = "time traveller"
+
+
+class UsageError(ValueError):
+    """A command line that argparse cannot read; its message as argparse words it."""
 
 
 class Parser(argparse.ArgumentParser):
     """argparse that reports a bad flag as one `error:` line, not a usage block."""
 
     def error(self, message):
-        raise ConfigError("argument", message.removeprefix("argument "))
+        raise UsageError(message)
+
+
+USER_ERRORS = (ConfigError, CorpusError, TooShortError, CheckpointError, UsageError)
 
 
 def build_parser() -> Parser:

@@ -84,6 +84,10 @@ def test_preset_d2l_and_explicit_override(capsys):
     (["generate", "--checkpoint", "/no/such.pt", "--top-k", "-3"], "error: top_k must be >= 0"),
     (["generate", "--checkpoint", "/no/such.pt", "--length", "-1"], "error: length must be >= 0"),
     (["fly"], "error: argument command: invalid choice"),
+    # argparse's own words, which had read "argument the following arguments are required"
+    ([], "error: the following arguments are required: command"),
+    (["generate"], "error: the following arguments are required: --checkpoint"),
+    (["train", "--temperature", "0"], "error: unrecognized arguments: --temperature 0"),
 ])
 def test_bad_input_is_one_error_line_and_status_2(argv, message, capsys):
     assert main(argv) == 2
