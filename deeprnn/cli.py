@@ -205,6 +205,9 @@ def announce(trainer: Trainer) -> None:
           f"({len(trainer.corpus.train)} train / {len(trainer.corpus.val)} held-out tokens, "
           f"{trainer.parameter_count:,} parameters) on {trainer.device_label}"
           + (f" x {trainer.world} processes" if trainer.world > 1 else ""), file=sys.stderr)
+    if trainer.epoch >= cfg.epochs:  # a resumed run at its budget
+        print(f"notice: the checkpoint has trained {trainer.epoch} of its {cfg.epochs} epochs; raise --epochs to "
+              "train on", file=sys.stderr)
 
 
 def run_to_the_end(trainer: Trainer, writer: RunDirWriter | None, verbose: bool) -> int:

@@ -360,8 +360,9 @@ class Trainer:
         config = saved.replace(**overrides)
         changed = [f for f in ARCHITECTURE_FIELDS if getattr(config, f) != getattr(saved, f)]
         if changed:
-            raise CheckpointError(f"cannot resume with a different {changed[0]} "
-                                  f"({getattr(saved, changed[0])!r} in the checkpoint)")
+            name = changed[0]
+            raise CheckpointError(f"cannot resume with {name} {getattr(config, name)!r}: the checkpoint's run has "
+                                  f"{getattr(saved, name)!r}, and a resumed run keeps its architecture and text")
         trainer = cls(config)
         if trainer.corpus.vocab.idx_to_token != payload["vocab"]:
             raise CheckpointError("the corpus gives a different vocabulary from the checkpoint's")

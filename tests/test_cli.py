@@ -33,6 +33,18 @@ def test_train_json_save_and_generate(tmp_path, capsys):
     assert len(capsys.readouterr().out.rstrip("\n")) == 8
 
 
+def test_resuming_a_run_at_its_epoch_budget_says_that_nothing_is_left_to_train(tmp_path, capsys):
+    """It had printed the old results as if it had trained again."""
+    ckpt = tmp_path / "run.pt"
+    assert main(["train", *TINY, "--save", str(ckpt)]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(ckpt)]) == 0
+    assert "notice: the checkpoint has trained 1 of its 1 epochs; raise --epochs to train on" in capsys.readouterr().err
+    assert main(["train", "--resume", str(ckpt), "--epochs", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "epoch 2/2" in err and "notice" not in err
+
+
 def test_generate_reads_a_run_directorys_checkpoint_as_train_resume_does(tmp_path, capsys):
     run_dir = tmp_path / "run"
     assert main(["train", *TINY, "--run-dir", str(run_dir)]) == 0

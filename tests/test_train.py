@@ -125,7 +125,7 @@ def test_checkpoint_round_trip_and_resume(small_config, tmp_path):
     run(resumed)
     assert resumed.epoch == 4 and resumed.step == 2 * trainer.step
     assert [e["epoch"] for e in resumed.evals.records()] == [1, 2, 3, 4]
-    with pytest.raises(CheckpointError, match="different hidden"):
+    with pytest.raises(CheckpointError, match="cannot resume with hidden 64: the checkpoint's run has 32,"):
         Trainer.resume(path, hidden=64)
 
 
