@@ -202,17 +202,26 @@ class TrainingSession:
             time.sleep(0.02)
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
-        """End the active run; returns once its worker has ended, or after `timeout` seconds."""
-        with self._control:
-            self._stop_active(timeout)
+        """End the active run; returns once its worker has ended and its views show the weights it stopped
+        at, or after `timeout` seconds without them. A stopped run had kept the views of its last periodic
+        refresh, up to 45 s of training old; a stop on the way to a new run (start) computes none."""
+        run = self._end_active(timeout)
+        if run is not None and run.ended:
+            self._refresh_ended(run, {})
 
-    def _stop_active(self, timeout: float) -> None:
+    def _end_active(self, timeout: float = STOP_TIMEOUT_S):
+        with self._control:
+            return self._stop_active(timeout)
+
+    def _stop_active(self, timeout: float):
+        """The active run, told to stop and waited for up to `timeout` seconds; None if there was none."""
         with self._lock:
             run = self._runs.get(self._active_id)
             self._active_id = None
         if run is not None:
             run.commands.put(("stop", None))
             run.thread.join(timeout)
+        return run
 
     def set_lr(self, lr: float):
         RunConfig(lr=lr)  # validates: the same message as anywhere else
@@ -250,18 +259,18 @@ class TrainingSession:
         if run is None:
             return
         if run_id == self._active_id:
-            self.stop()
+            self._end_active()
         with self._lock:
             self._runs.pop(run_id, None)
 
     def clear_runs(self) -> None:
-        self.stop()
+        self._end_active()
         with self._lock:
             self._runs.clear()
 
     def close(self) -> None:
         """Stop every worker (the page calls this when its tab goes away)."""
-        self.stop()
+        self._end_active()
         with self._lock:
             runs = list(self._runs.values())
         for run in runs:

@@ -134,6 +134,23 @@ def test_pause_and_resume_show_their_new_state_in_the_rerun_after_the_click(app)
     assert "running" in title(app) and [b.label for b in app.button if b.label in ("Pause", "Resume")] == ["Pause"]
 
 
+def test_the_rerun_after_stop_shows_the_views_of_the_weights_it_stopped_at(app):
+    """As a paused or finished run's: a stopped run had shown its last periodic views, seconds of
+    training older than its step. The page has no timers after a stop, so the click's rerun must have them."""
+    def steps(at):  # the status line's, the heatmaps' caption's and the greedy sample's
+        progress = re.search(r"step ([\d,]+) ·", at.get("progress")[0].proto.text)
+        probed = next((re.search(r"probed at step (\d+)", c.value) for c in at.caption if "probed at" in c.value), None)
+        greedy = next((re.search(r"greedy\*\* \(step (\d+)", m.value) for m in at.markdown if "greedy" in m.value), None)
+        return [int(found.group(1).replace(",", "")) for found in (progress, probed, greedy) if found]
+
+    button(app, "Start").click()
+    rerun_until(app, lambda at: len(steps(at)) == 3 and steps(at)[0] > steps(at)[1])
+    button(app, "Stop").click().run()
+    assert "stopped" in title(app)
+    step, probed, greedy = steps(app)
+    assert step == probed == greedy
+
+
 def test_empty_upload_shows_an_error_and_the_page_keeps_working(app):
     app.radio(key="corpus_source").set_value("upload").run()
     app.file_uploader[0].set_value(("empty.txt", b"", "text/plain")).run()

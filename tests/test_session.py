@@ -166,6 +166,20 @@ def test_pause_freezes_the_step_counter_and_stop_is_prompt(session, config):
     assert session.snapshot().status == "stopped"
 
 
+def test_a_stopped_runs_views_show_the_weights_it_stopped_at(config):
+    """As a finished or paused run's do; a stopped one had kept the views of its last periodic refresh."""
+    session = TrainingSession(report_every_s=0.05, view_every_s=1000)  # one periodic refresh, the first
+    try:
+        session.start(config)
+        first = wait_for(lambda: (s := session.snapshot()).probe and s.samples and s).probe.step
+        wait_for(lambda: session.snapshot().step > first + 20)
+        session.stop()
+        snap = session.snapshot()
+        assert snap.status == "stopped" and snap.probe.step == snap.samples.step == snap.step > first + 20
+    finally:
+        session.close()
+
+
 def test_lr_change_lands_at_the_next_step(session, config):
     session.start(config.replace(optimizer="sgd", lr=0.5))
     wait_for(lambda: session.snapshot().step > 2)
