@@ -15,6 +15,7 @@ from .batches import TooShortError
 from .checkpoint import CheckpointError, writable_folder
 from .config import CHOICES, INTEGER_FIELDS, PRESETS, RANGES, ConfigError, RunConfig, check_range, describe_range, preset
 from .corpus import CorpusError
+from .device import describe_out_of_memory
 from .generate import continue_text
 from .rundir import CHECKPOINT, RunDirWriter
 from .session import ViewSettings, compute_views
@@ -272,6 +273,11 @@ def main(argv=None) -> int:
         return train(args) if args.command == "train" else generate(args)
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except RuntimeError as err:
+        if (message := describe_out_of_memory(err)) is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
+import re
 from contextlib import nullcontext
 
 import torch
@@ -114,3 +115,17 @@ def autocast(device: torch.device, precision: torch.dtype | None):
         return nullcontext()
     # No cache of cast weights: a CUDA graph cannot record one, and each weight is cast once per pass anyway
     return torch.autocast(device.type, dtype=precision, cache_enabled=False)
+
+
+def describe_out_of_memory(err: BaseException) -> str | None:
+    """What to tell the user of an allocation that the device refused (torch's OutOfMemoryError on a
+    GPU, the CPU allocator's RuntimeError), or None for any other error. Such a run had ended the CLI
+    with a traceback."""
+    text = str(err)
+    if not (isinstance(err, torch.OutOfMemoryError) or
+            (isinstance(err, RuntimeError) and "can't allocate memory" in text)):
+        return None
+    size = re.search(r"[Tt]ried to allocate (\d+) bytes|[Tt]ried to allocate ([\d.]+ [KMGT]iB)", text)
+    asked = "" if size is None else f" (it asked for {size.group(2) or f'{int(size.group(1)) / 2**30:.2f} GiB'} at once)"
+    return (f"out of memory{asked}: the weights, and the activations of a minibatch, which grow with batch x "
+            "steps x hidden units x layers, did not fit; lower some of them")

@@ -24,6 +24,7 @@ import torch
 
 from .checkpoint import checkpoint_bytes
 from .config import RunConfig
+from .device import describe_out_of_memory
 from .generate import continue_texts
 from .history import BoundedHistory
 from .introspect import GATES, layer_saturation, trace
@@ -607,6 +608,8 @@ def _eta(trainer: Trainer, tokens_per_s: float) -> float | None:
 
 
 def _describe(err: Exception) -> str:
+    if message := describe_out_of_memory(err):
+        return message
     text = str(err) or type(err).__name__
     return text if isinstance(err, ValueError) else f"{type(err).__name__}: {text}"
 

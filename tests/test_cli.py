@@ -1,5 +1,6 @@
 import dataclasses
 import json
+import resource
 import signal
 import subprocess
 import sys
@@ -105,6 +106,20 @@ def test_bad_input_is_one_error_line_and_status_2(argv, message, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(message), err
+
+
+def test_a_run_too_large_for_memory_is_one_error_line_that_says_what_to_lower():
+    """It had ended with the allocator's traceback. Here 4 GB of address space, and a first minibatch whose
+    activations ask for about 21 GiB at once."""
+    def four_gigabytes():
+        resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+
+    done = subprocess.run([sys.executable, "-m", "deeprnn", "train", "--hidden", "4096", "--layers", "1", "--batch",
+                           "512", "--steps", "256", "--epochs", "1", "--max-tokens", "200000", "--device", "cpu"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120, preexec_fn=four_gigabytes)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines()[-1].startswith("error: out of memory (it asked for ")
+    assert "Traceback" not in done.stderr
 
 
 def test_empty_file_is_refused(tmp_path, capsys):

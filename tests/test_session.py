@@ -11,6 +11,7 @@ from deeprnn import controls
 from deeprnn import session as session_mod
 from deeprnn.cli import main
 from deeprnn.config import preset
+from deeprnn.model import StackedRNN
 from deeprnn.rundir import read_run_dir
 from deeprnn.session import TrainingSession
 from deeprnn.snapshot import IDLE
@@ -208,6 +209,17 @@ def test_clip_and_temperature_changes_are_events_and_reach_the_run_directory(ses
     assert [(e["kind"], e["value"]) for e in snap.events] == [("clip", 0.5), ("temperature", 1.3)]
     session.stop()
     assert [e["kind"] for e in read_run_dir(tmp_path / "run").events] == ["clip", "temperature"]
+
+
+def test_a_run_that_runs_out_of_memory_fails_saying_what_to_lower(session, config, monkeypatch):
+    def refused(self, *args, **kwargs):  # the CPU allocator's words, as torch raises them
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: "
+                           "you tried to allocate 22682992640 bytes. Error code 12 (Cannot allocate memory)")
+
+    monkeypatch.setattr(StackedRNN, "forward", refused)
+    session.start(config)
+    snap = wait_for(lambda: (s := session.snapshot()).status == "failed" and s)
+    assert snap.message.startswith("out of memory (it asked for 21.13 GiB at once): ")
 
 
 def test_worker_exception_surfaces_as_failed_and_session_recovers(session, config, monkeypatch):

@@ -138,6 +138,18 @@ def test_generation_handles_unknown_characters_and_sampling(small_config):
     assert text == again
 
 
+@pytest.mark.parametrize("err, asked", [
+    (RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you "
+                  "tried to allocate 22682992640 bytes. Error code 12 (Cannot allocate memory)"), "21.13 GiB"),
+    (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 139.8 GiB "
+                            "of which 1.2 GiB is free."), "2.00 GiB"),
+])
+def test_an_allocation_the_device_refused_is_told_as_what_to_lower(err, asked):
+    message = device.describe_out_of_memory(err)
+    assert message.startswith(f"out of memory (it asked for {asked} at once): ") and "batch x steps" in message
+    assert device.describe_out_of_memory(RuntimeError("shapes do not match")) is None
+
+
 def test_precision_choice(monkeypatch):
     cpu = torch.device("cpu")
     assert device.resolve_precision("fp32", cpu) is None
