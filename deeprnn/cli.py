@@ -14,7 +14,7 @@ import torch
 from .batches import TooShortError
 from .checkpoint import CheckpointError, writable_folder
 from .config import CHOICES, INTEGER_FIELDS, PRESETS, RANGES, ConfigError, RunConfig, check_range, describe_range, preset
-from .corpus import CorpusError
+from .corpus import UNK, CorpusError
 from .device import describe_out_of_memory
 from .generate import continue_text
 from .rundir import CHECKPOINT, RunDirWriter
@@ -245,7 +245,7 @@ def progress_line(trainer: Trainer, report: dict, wall: float) -> str:
 def print_results(trainer: Trainer, as_json: bool) -> None:
     ppl = trainer.perplexity()
     val = trainer.evals.last()
-    sample = continue_text(trainer.model, trainer.codec, BOOK_PREFIX, 50)
+    sample = continue_text(trainer.model, trainer.codec, sample_prefix(trainer), 50)
     print(f"perplexity {ppl:.1f}, {trainer.tokens_per_s():.1f} tokens/sec on {trainer.device}")
     print(sample)
     if as_json:
@@ -257,6 +257,15 @@ def print_results(trainer: Trainer, as_json: bool) -> None:
             "steps": trainer.step, "parameters": trainer.parameter_count, "sample": sample,
             "config": {k: v for k, v in trainer.config.to_dict().items() if k != "text"},
         }))
+
+
+def sample_prefix(trainer: Trainer) -> str:
+    """The book's "time traveller" where the text has its characters or words, else the text's own
+    first ones: a prefix of <unk>s said nothing of what a model of another text writes."""
+    codec = trainer.codec
+    if UNK not in codec.decode(codec.encode(BOOK_PREFIX)):
+        return BOOK_PREFIX
+    return codec.decode(trainer.corpus.train[:codec.tokens_for(len(BOOK_PREFIX))])
 
 
 def generate(args) -> int:

@@ -122,6 +122,14 @@ def test_a_run_too_large_for_memory_is_one_error_line_that_says_what_to_lower():
     assert "Traceback" not in done.stderr
 
 
+def test_the_closing_sample_of_another_text_continues_that_texts_own_opening(tmp_path, capsys):
+    """The book's "time traveller" read as <unk>s in a model of a Russian text."""
+    (tmp_path / "ru.txt").write_text("мой дядя самых честных правил когда не в шутку занемог " * 200, encoding="utf-8")
+    assert main(["train", *TINY, "--corpus", str(tmp_path / "ru.txt"), "--json"]) == 0
+    sample = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["sample"]
+    assert sample.startswith("мой дядя самых") and "<unk>" not in sample
+
+
 def test_empty_file_is_refused(tmp_path, capsys):
     (tmp_path / "empty.txt").write_text("")
     assert main(["train", "--corpus", str(tmp_path / "empty.txt")]) == 2
