@@ -10,6 +10,7 @@ from deeprnn.batches import TooShortError
 from deeprnn.checkpoint import CheckpointError
 from deeprnn.config import ConfigError
 from deeprnn.corpus import CorpusError
+from deeprnn.generate import unknown_prefix_note
 from deeprnn.rundir import RunDirError, read_run_dir
 from deeprnn.remote import ProcessSession
 from deeprnn.session import MAX_TEXT_CHARS, SessionError
@@ -282,7 +283,7 @@ def samples(snap):
     prefix_note, greedy_place, sampled_place = places(3)
     if not snap.samples:
         return
-    if note := ctl.unknown_prefix_note(snap.samples.greedy):
+    if note := unknown_prefix_note(snap.samples.greedy):
         prefix_note.caption(note)
     source = f"best weights, step {snap.best['step']}" if snap.samples.from_best else f"step {snap.samples.step}"
     # One above the other, each as wide as the column: side by side, a line held 13 characters on a

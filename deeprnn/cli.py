@@ -16,7 +16,7 @@ from .checkpoint import CheckpointError, writable_folder
 from .config import CHOICES, INTEGER_FIELDS, PRESETS, RANGES, ConfigError, RunConfig, check_range, describe_range, preset
 from .corpus import UNK, CorpusError
 from .device import describe_out_of_memory
-from .generate import continue_text
+from .generate import continue_text, unknown_prefix_note
 from .rundir import CHECKPOINT, RunDirWriter
 from .session import ViewSettings, compute_views
 from .train import Diverged, Trainer, model_from_checkpoint
@@ -272,7 +272,10 @@ def generate(args) -> int:
     for name, bounds in GENERATE_RANGES.items():
         check_range(name, getattr(args, name), bounds)
     model, codec, _ = model_from_checkpoint(checkpoint_file(args.checkpoint))
-    print(continue_text(model, codec, args.prefix, args.length, args.temperature, args.top_k, args.seed))
+    text = continue_text(model, codec, args.prefix, args.length, args.temperature, args.top_k, args.seed)
+    print(text)
+    if note := unknown_prefix_note(text):
+        print(f"notice: {note} Give --prefix some of its own.", file=sys.stderr)
     return 0
 
 

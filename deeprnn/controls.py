@@ -11,7 +11,7 @@ import torch
 
 from .checkpoint import writable_folder
 from .config import PRESETS, RunConfig, preset
-from .corpus import MAX_TEXT_BYTES, UNK, CorpusError, decode_text
+from .corpus import MAX_TEXT_BYTES, CorpusError, decode_text
 from .device import device_kind
 from .session import ViewSettings, torch_threads_for
 from .snapshot import Snapshot
@@ -130,14 +130,6 @@ def format_count(count: int) -> str:
     """A count for a metric on the status line: in full up to six digits, then in millions (a metric
     holds about seven characters on a laptop's screen, and "3,301,764" was cut to "3,301…")."""
     return f"{count:,}" if count < 1_000_000 else f"{count / 1e6:.2f} M"
-
-
-def unknown_prefix_note(sample: str) -> str | None:
-    """Why a sample begins with <unk>: a model writes none (generate.py), so they are the prefix's
-    characters or words that its text never has, as the default prefix in a text of another alphabet."""
-    if UNK not in sample:
-        return None
-    return f"The prefix holds characters or words that this text never has: the model reads each as {UNK}."
 
 
 def unseen_ending(sample: str) -> str | None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .corpus import Codec
+from .corpus import UNK, Codec
 from .introspect import cell_step
 from .model import map_state
 
@@ -73,3 +73,11 @@ def continue_texts(model, codec: Codec, prefix: str, length: int = 50, temperatu
 def continue_text(model, codec: Codec, prefix: str, length: int = 50, temperature: float = 0.0,
                   top_k: int = 0, seed: int | None = None) -> str:
     return continue_texts(model, codec, prefix, length, (temperature,), top_k, seed)[0]
+
+
+def unknown_prefix_note(sample: str) -> str | None:
+    """Why a sample begins with <unk>: a model writes none (_choose), so they are the prefix's characters
+    or words that its text never has, as the book's prefix in a text of another alphabet."""
+    if UNK not in sample:
+        return None
+    return f"The prefix holds characters or words that this text never has: the model reads each as {UNK}."

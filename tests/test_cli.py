@@ -122,12 +122,17 @@ def test_a_run_too_large_for_memory_is_one_error_line_that_says_what_to_lower():
     assert "Traceback" not in done.stderr
 
 
-def test_the_closing_sample_of_another_text_continues_that_texts_own_opening(tmp_path, capsys):
-    """The book's "time traveller" read as <unk>s in a model of a Russian text."""
+def test_the_samples_of_a_model_of_another_text_say_what_the_books_prefix_reads_as(tmp_path, capsys):
+    """The book's "time traveller" read as <unk>s in a model of a Russian text: the closing sample continues
+    the text's own opening instead, and `generate` says why its sample begins with <unk>s."""
     (tmp_path / "ru.txt").write_text("мой дядя самых честных правил когда не в шутку занемог " * 200, encoding="utf-8")
     assert main(["train", *TINY, "--corpus", str(tmp_path / "ru.txt"), "--json"]) == 0
     sample = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["sample"]
     assert sample.startswith("мой дядя самых") and "<unk>" not in sample
+    assert main(["train", *TINY, "--corpus", str(tmp_path / "ru.txt"), "--save", str(tmp_path / "ru.pt")]) == 0
+    capsys.readouterr()
+    assert main(["generate", "--checkpoint", str(tmp_path / "ru.pt"), "--length", "5"]) == 0  # the book's prefix
+    assert "notice: The prefix holds characters or words that this text never has" in capsys.readouterr().err
 
 
 def test_empty_file_is_refused(tmp_path, capsys):
