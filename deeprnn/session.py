@@ -207,7 +207,7 @@ class TrainingSession:
         at, or after `timeout` seconds without them. A stopped run had kept the views of its last periodic
         refresh, up to 45 s of training old; a stop on the way to a new run (start) computes none."""
         run = self._end_active(timeout)
-        if run is not None and run.ended:
+        if run is not None and run.ended and run.snapshot.status == "stopped":  # not one that failed or finished
             self._refresh_ended(run, {})
 
     def _end_active(self, timeout: float = STOP_TIMEOUT_S):

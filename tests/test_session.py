@@ -220,6 +220,8 @@ def test_a_run_that_runs_out_of_memory_fails_saying_what_to_lower(session, confi
     session.start(config)
     snap = wait_for(lambda: (s := session.snapshot()).status == "failed" and s)
     assert snap.message.startswith("out of memory (it asked for 21.13 GiB at once): ")
+    session.stop()  # a stop computes views for a run it stopped, not for one that failed (they would fail too)
+    assert session.snapshot().status == "failed"
 
 
 def test_worker_exception_surfaces_as_failed_and_session_recovers(session, config, monkeypatch):
