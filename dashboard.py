@@ -192,15 +192,14 @@ if notice := state.pop("notice", None):
 
 # Each part redraws on a timer only while something can change without the user: each redraw costs the
 # browser's scripts and plotting, which share the machine's cores with the training.
-state.page_snapshot = session.snapshot()  # what this run of the whole page draws
-refresh_every_s = ctl.refresh_every_s(state.page_snapshot, watching=bool(state.watch_dir))
+refresh_every_s = ctl.refresh_every_s(session.snapshot(), watching=bool(state.watch_dir))
 
 
 @st.fragment(run_every=refresh_every_s["status"])
 def live_status():
-    """The status line, every 2 s while a run trains or is paused: every fragment run costs the browser
-    a render cycle, and a 1 s cadence took 0.06-0.07 of a core more from the cores the training runs on.
-    When the run pauses or ends, the rerun here redraws the whole page, and the other parts' timers stop."""
+    """The status line, every 2 s while a run trains: every fragment run costs the browser a render cycle,
+    and a 1 s cadence took 0.06-0.07 of a core more from the cores the training runs on. When the run
+    pauses or ends, the rerun here redraws the whole page, and every part's timer stops."""
     snap = current_snapshot()
     watching, = places(1)
     if state.watch_dir:
@@ -208,8 +207,6 @@ def live_status():
     if state.get("last_status") not in (None, snap.status) and snap.run_id == state.get("last_run"):
         state.last_status = snap.status
         st.rerun()  # the sidebar's buttons follow the run's state
-    if refresh_every_s["views"] is None and snap is not state.page_snapshot:
-        st.rerun()  # news the views have no timer for, such as the views of the weights a paused run stopped at
     state.last_status, state.last_run = snap.status, snap.run_id
     status_bar(snap)
     invitation, = places(1)

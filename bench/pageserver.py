@@ -159,10 +159,11 @@ def _is_chromium(pid: int) -> bool:
 
 @contextlib.contextmanager
 def renderers_stopped():
-    """Chromium's renderers stopped (SIGSTOP) until the block ends. A paused page still redraws its
-    status line every 2 s, which takes Chromium about 0.06 of a core (its views too until session 24:
-    0.13 to 0.2; bench/results/idle-page.md). The browser process and its network service keep running
-    and keep the page's websocket, and so its session and training process, alive."""
+    """Chromium's renderers stopped (SIGSTOP) until the block ends. A paused page has redrawn nothing on a
+    timer since session 25, and Chromium then uses about 0.02 of a core (its status line had taken 0.06,
+    and its views 0.13 to 0.2 until session 24; bench/results/idle-page.md), but a benchmark's headless
+    window should not share the cores with anything of the page's. The browser process and its network
+    service keep running and keep the page's websocket, and so its session and training process, alive."""
     pids = renderer_pids()
     for pid in pids:
         os.kill(pid, signal.SIGSTOP)

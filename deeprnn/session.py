@@ -42,6 +42,7 @@ DEFAULT_PREFIX = "time traveller"
 MAX_TEXT_CHARS = {"probe_text": 500, "prefix": 200}
 STOP_TIMEOUT_S = 2.0
 COMMAND_TIMEOUT_S = 2.0  # how long pause and resume wait for the run to acknowledge
+VIEWS_TIMEOUT_S = 10.0  # how long a paused run's new views are waited for (an 8 x 512 model's take over a second)
 # The views (probe, gates, samples) may take at most this share of a run's time: a model whose
 # views take longer than that refreshes them less often than every `view_every_s`.
 VIEW_SHARE = 0.03
@@ -118,6 +119,20 @@ class _Run:
         self.lock = threading.Lock()  # guards the trainer once the worker has ended
         self.ended = False  # set when the worker leaves: views still queued for it are skipped
         self.runs_training = 1  # runs training on the machine at once, this one included (share_cores)
+        self._tickets = threading.Lock()
+        self.sent = self.applied = 0  # the last command's ticket, and that of the last one the worker applied
+
+    def tell(self, command: str, value=None) -> int:
+        """Queue a command for the worker; returns its ticket, which `applied` reaches once it is applied."""
+        with self._tickets:
+            self.sent += 1
+            self.commands.put((self.sent, command, value))
+            return self.sent
+
+    def wait_applied(self, ticket: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self.applied < ticket and not self.ended and time.monotonic() < deadline:
+            time.sleep(0.01)
 
 
 _worker_slots = threading.BoundedSemaphore(MAX_WORKERS)
@@ -187,11 +202,14 @@ class TrainingSession:
         self._wait_until(lambda snapshot: snapshot.metrics or not snapshot.active, timeout)
 
     def pause(self, timeout: float = COMMAND_TIMEOUT_S) -> None:
-        """Ask the active run to pause; returns once it has (its current step done), or after `timeout`.
+        """Ask the active run to pause; returns once it has (its current step done) and its views show the
+        weights it stopped at, or after `timeout` seconds for the pause and VIEWS_TIMEOUT_S for the views.
 
-        Waiting lets the page's rerun after the click draw the button as "Resume" at once."""
+        Waiting lets the page's rerun after the click draw the button as "Resume" and the paused views at
+        once: a paused page has no timers."""
         self._send("pause")
         self._wait_until(lambda snapshot: snapshot.status == "paused" or not snapshot.active, timeout)
+        self._wait_while_paused(VIEWS_TIMEOUT_S)
 
     def resume(self, timeout: float = COMMAND_TIMEOUT_S) -> None:
         self._send("resume")
@@ -220,24 +238,28 @@ class TrainingSession:
             run = self._runs.get(self._active_id)
             self._active_id = None
         if run is not None:
-            run.commands.put(("stop", None))
+            run.tell("stop")
             run.thread.join(timeout)
         return run
 
     def set_lr(self, lr: float):
         RunConfig(lr=lr)  # validates: the same message as anywhere else
         self._send("lr", lr)
+        self._wait_while_paused(COMMAND_TIMEOUT_S)  # the mark on the curve
 
     def set_clip(self, clip: float):
         RunConfig(clip=clip)
         self._send("clip", clip)
+        self._wait_while_paused(COMMAND_TIMEOUT_S)
 
     def set_views(self, **changes):
-        """Probe text, sample prefix, temperature, length or use_best; the views refresh soon."""
+        """Probe text, sample prefix, temperature, length or use_best; the views refresh soon (at once for
+        a paused run: this returns with them)."""
         ViewSettings.check(changes)
         for key, value in changes.items():
             setattr(self.views, key, value)
         self._send("views", dict(changes))
+        self._wait_while_paused(VIEWS_TIMEOUT_S)
         with self._lock:
             finished = [r for r in self._runs.values() if r.thread is not None and not r.thread.is_alive()]
         for run in finished[-1:]:  # the latest ended run has no worker: refresh it here
@@ -252,7 +274,7 @@ class TrainingSession:
             run = self._runs.get(self._active_id)
             if run is not None:
                 run.runs_training = runs_training
-                run.commands.put(("cores", runs_training))
+                run.tell("cores", runs_training)
 
     def delete_run(self, run_id: int) -> None:
         with self._lock:
@@ -276,7 +298,7 @@ class TrainingSession:
             runs = list(self._runs.values())
         for run in runs:
             if run.thread is not None and run.thread.is_alive():
-                run.commands.put(("stop", None))
+                run.tell("stop")
                 run.thread.join(STOP_TIMEOUT_S)
         self._view_thread.shutdown(wait=False, cancel_futures=True)
         self._view_thread = view_thread()  # no thread until used
@@ -308,7 +330,7 @@ class TrainingSession:
             raise SessionError(f"no run {run_id}")
         reply: queue.Queue = queue.Queue()
         if run.thread is not None and run.thread.is_alive():
-            run.commands.put(("checkpoint", (best, reply)))
+            run.tell("checkpoint", (best, reply))
             try:
                 payload = reply.get(timeout=30)
             except queue.Empty:
@@ -325,7 +347,16 @@ class TrainingSession:
         with self._lock:
             run = self._runs.get(self._active_id)
         if run is not None:
-            run.commands.put((command, value))
+            run.tell(command, value)
+
+    def _wait_while_paused(self, timeout: float) -> None:
+        """Wait, if the active run is paused, until it has applied what was sent to it: a paused run
+        applies a command at once, and the page, which has no timers while a run is paused, draws what
+        the snapshot holds when the call returns."""
+        with self._lock:
+            run = self._runs.get(self._active_id)
+        if run is not None and run.snapshot.status == "paused":
+            run.wait_applied(run.sent, timeout)
 
     def _forget_old_runs(self) -> None:
         while len(self._runs) > self.max_runs:
@@ -498,11 +529,12 @@ class _Worker:
     def apply_commands(self, block: bool) -> None:
         while True:
             try:
-                command, value = self.run.commands.get(block=block, timeout=None)
+                ticket, command, value = self.run.commands.get(block=block, timeout=None)
             except queue.Empty:
                 return
             block = False
             self.apply(command, value)
+            self.run.applied = ticket
 
     def apply(self, command: str, value) -> None:
         if command == "pause" and not self.paused:

@@ -110,7 +110,7 @@ def test_the_page_redraws_on_a_timer_only_while_something_can_change_and_less_of
         return controls.refresh_every_s(replace(IDLE, status=status, config=preset("best", **config)), watching)
 
     assert every_s("running") == every_s("starting") == {**usual, "views": 4.0}  # 2 x 512: on both cores
-    assert every_s("paused") == {**never, "status": 2.0}  # which redraws the page when the run has news
+    assert every_s("paused") == never  # what the page sends a paused run is applied before the call returns
     assert every_s("running", device="cpu") == {**usual, "views": 4.0}
     assert every_s("running", hidden=256) == usual  # one thread: the browser has the other core
     assert every_s("running", device="cuda") == usual
@@ -177,6 +177,27 @@ def test_a_stopped_runs_views_show_the_weights_it_stopped_at(config):
         session.stop()
         snap = session.snapshot()
         assert snap.status == "stopped" and snap.probe.step == snap.samples.step == snap.step > first + 20
+    finally:
+        session.close()
+
+
+def test_a_paused_run_applies_what_it_is_sent_before_the_call_returns(config):
+    """The page has no timers while a run is paused, so the rerun after a click draws what the snapshot
+    holds when the call returns: the views of the weights it stopped at, those of a new prefix or
+    temperature, a rate change's mark. They had come a moment later, after the page's redraw."""
+    session = TrainingSession(report_every_s=0.05, view_every_s=1000)  # one periodic refresh, the first
+    try:
+        session.start(config)
+        first = wait_for(lambda: (s := session.snapshot()).probe and s).probe.step
+        wait_for(lambda: session.snapshot().step > first + 20)
+        session.pause()
+        snap = session.snapshot()
+        assert snap.status == "paused" and snap.probe.step == snap.samples.step == snap.step > first + 20
+        session.set_views(prefix="the machine", temperature=1.5)
+        snap = session.snapshot()
+        assert snap.samples.greedy.startswith("the machine") and snap.samples.temperature == 1.5
+        session.set_lr(0.01)
+        assert session.snapshot().events[-1] == {"step": snap.step, "kind": "lr", "value": 0.01}
     finally:
         session.close()
 
