@@ -555,11 +555,13 @@ class _Worker:
         elif command == "cores":
             self.trainer.use_threads(torch_threads_for(self.run.config, value))
         elif command == "views":
-            for key, v in value.items():
-                setattr(self.run.views, key, v)
-            if "temperature" in value:  # marked on the curve like a rate change
+            # A new temperature is marked on the curve like a rate change; the page sends every setting
+            # with each change, and a new prefix had marked the same temperature again.
+            if value.get("temperature", self.run.views.temperature) != self.run.views.temperature:
                 self.trainer.events.append({"step": self.trainer.step, "kind": "temperature",
                                             "value": value["temperature"]})
+            for key, v in value.items():
+                setattr(self.run.views, key, v)
             self.refresh_views(wait=True)
         elif command == "checkpoint":
             best, reply = value

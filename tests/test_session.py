@@ -198,6 +198,8 @@ def test_a_paused_run_applies_what_it_is_sent_before_the_call_returns(config):
         assert snap.samples.greedy.startswith("the machine") and snap.samples.temperature == 1.5
         session.set_lr(0.01)
         assert session.snapshot().events[-1] == {"step": snap.step, "kind": "lr", "value": 0.01}
+        session.set_views(prefix="the time", temperature=1.5)  # as the page sends them: every setting
+        assert [e["kind"] for e in session.snapshot().events] == ["temperature", "lr"]  # 1.5 marked once
     finally:
         session.close()
 
