@@ -125,7 +125,8 @@ def describe_out_of_memory(err: BaseException) -> str | None:
     if not (isinstance(err, torch.OutOfMemoryError) or
             (isinstance(err, RuntimeError) and "can't allocate memory" in text)):
         return None
-    size = re.search(r"[Tt]ried to allocate (\d+) bytes|[Tt]ried to allocate ([\d.]+ [KMGT]iB)", text)
-    asked = "" if size is None else f" (it asked for {size.group(2) or f'{int(size.group(1)) / 2**30:.2f} GiB'} at once)"
+    asked = ""
+    if found := re.search(r"[Tt]ried to allocate (?:(\d+) bytes|([\d.]+ [KMGT]iB))", text):  # the CPU's, CUDA's
+        asked = f" (it asked for {found.group(2) or f'{int(found.group(1)) / 2**30:.2f} GiB'} at once)"
     return (f"out of memory{asked}: the weights, and the activations of a minibatch, which grow with batch x "
             "steps x hidden units x layers, did not fit; lower some of them")

@@ -418,7 +418,7 @@ class _Child:
             return "still running"
         if code < 0:
             return f"killed by {signal.Signals(-code).name}" + (
-                ", as the kernel ends a process when the machine runs out of memory: a smaller model or "
+                ", which is how the kernel ends a process when the machine runs out of memory: a smaller model or "
                 "minibatch may fit" if code == -signal.SIGKILL else "")
         return f"exit code {code}"
 
