@@ -66,13 +66,24 @@ class RunDirWriter:
         else:
             self.problem = None
 
-    def _write(self, trainer: Trainer, status: str, probe: Probe | None, samples: Samples | None,
-               checkpoint: bool, message: str | None) -> None:
-        self._append_new(trainer)
+    def write_views(self, probe: Probe, samples: Samples) -> None:
+        """Only the views: those of an ended run, computed for a stop or new view settings after its worker
+        wrote the rest (its status and elapsed time stay as the run left them)."""
+        try:
+            self._write_views(probe, samples)
+        except OSError:
+            pass  # the next views try again; the run has ended, and nothing waits on this
+
+    def _write_views(self, probe: Probe | None, samples: Samples | None) -> None:
         if probe is not None:
             write_atomically(self.path / "probe.npz", lambda f: np.savez(f, **_probe_arrays(probe)))
         if samples is not None:
             _write_json(self.path / "samples.json", samples.__dict__)
+
+    def _write(self, trainer: Trainer, status: str, probe: Probe | None, samples: Samples | None,
+               checkpoint: bool, message: str | None) -> None:
+        self._append_new(trainer)
+        self._write_views(probe, samples)
         if checkpoint:
             trainer.save(self.path / CHECKPOINT)
         _write_json(self.path / "status.json", {

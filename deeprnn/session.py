@@ -118,6 +118,7 @@ class _Run:
         self.thread: threading.Thread | None = None
         self.lock = threading.Lock()  # guards the trainer once the worker has ended
         self.ended = False  # set when the worker leaves: views still queued for it are skipped
+        self.writer: RunDirWriter | None = None  # the run directory's, once the worker has made it
         self.runs_training = 1  # runs training on the machine at once, this one included (share_cores)
         self._tickets = threading.Lock()
         self.sent = self.applied = 0  # the last command's ticket, and that of the last one the worker applied
@@ -379,6 +380,8 @@ class TrainingSession:
                 setattr(run.views, key, value)
             started = time.perf_counter()
             probe, samples = compute_views(run.trainer, run.views)
+            if run.writer:
+                run.writer.write_views(probe, samples)
             old = run.snapshot
             run.snapshot = _replace(old, probe=probe, samples=samples,
                                     view_seconds=old.view_seconds + time.perf_counter() - started)
@@ -469,7 +472,7 @@ class _Worker:
             self.trainer = Trainer(self.run.config)
             self.run.trainer = self.trainer
             if self.run.run_dir:
-                self.writer = RunDirWriter(self.run.run_dir, self.trainer)
+                self.writer = self.run.writer = RunDirWriter(self.run.run_dir, self.trainer)
             self.status = "running"
             # No views yet: on a large model they would share the cores with the first step and
             # delay the first point; the first report starts them.

@@ -167,16 +167,23 @@ def test_pause_freezes_the_step_counter_and_stop_is_prompt(session, config):
     assert session.snapshot().status == "stopped"
 
 
-def test_a_stopped_runs_views_show_the_weights_it_stopped_at(config):
-    """As a finished or paused run's do; a stopped one had kept the views of its last periodic refresh."""
+def test_a_stopped_runs_views_show_the_weights_it_stopped_at(config, tmp_path):
+    """As a finished or paused run's do, on the page and in its run directory; a stopped one had kept the
+    views of its last periodic refresh."""
     session = TrainingSession(report_every_s=0.05, view_every_s=1000)  # one periodic refresh, the first
     try:
-        session.start(config)
+        session.start(config, run_dir=tmp_path / "run")
         first = wait_for(lambda: (s := session.snapshot()).probe and s.samples and s).probe.step
         wait_for(lambda: session.snapshot().step > first + 20)
         session.stop()
         snap = session.snapshot()
         assert snap.status == "stopped" and snap.probe.step == snap.samples.step == snap.step > first + 20
+        watched = read_run_dir(tmp_path / "run")  # its run directory's views too, its status as the stop left it
+        assert watched.probe.step == watched.samples.step == snap.step and watched.status == "stopped"
+        status = (tmp_path / "run" / "status.json").read_text()
+        session.set_views(prefix="the machine")  # an ended run's new views: written, its status untouched
+        assert read_run_dir(tmp_path / "run").samples.greedy.startswith("the machine")
+        assert (tmp_path / "run" / "status.json").read_text() == status
     finally:
         session.close()
 
