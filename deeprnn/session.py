@@ -131,9 +131,7 @@ class _Run:
             return self.sent
 
     def wait_applied(self, ticket: int, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while self.applied < ticket and not self.ended and time.monotonic() < deadline:
-            time.sleep(0.01)
+        _wait(lambda: self.applied >= ticket or self.ended, timeout)
 
 
 _worker_slots = threading.BoundedSemaphore(MAX_WORKERS)
@@ -217,9 +215,7 @@ class TrainingSession:
         self._wait_until(lambda snapshot: snapshot.status != "paused" or not snapshot.active, timeout)
 
     def _wait_until(self, done, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not done(self.snapshot()):
-            time.sleep(0.02)
+        _wait(lambda: done(self.snapshot()), timeout)
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
         """End the active run; returns once its worker has ended and its views show the weights it stopped
@@ -385,6 +381,13 @@ class TrainingSession:
             old = run.snapshot
             run.snapshot = _replace(old, probe=probe, samples=samples,
                                     view_seconds=old.view_seconds + time.perf_counter() - started)
+
+
+def _wait(condition, timeout: float) -> None:
+    """Return once condition() holds, or after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 def _replace(snapshot: Snapshot, **changes) -> Snapshot:

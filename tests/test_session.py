@@ -167,48 +167,56 @@ def test_pause_freezes_the_step_counter_and_stop_is_prompt(session, config):
     assert session.snapshot().status == "stopped"
 
 
-def test_a_stopped_runs_views_show_the_weights_it_stopped_at(config, tmp_path):
+@pytest.fixture
+def viewed_once():
+    """A session whose runs refresh their views once, at their first report point: views of any later
+    step come from the command under test."""
+    session = TrainingSession(report_every_s=0.05, view_every_s=1000)
+    yield session
+    session.close()
+
+
+def train_past_the_first_views(session, steps: int = 20) -> int:
+    """Wait until the active run is `steps` past its first views; returns their step."""
+    first = wait_for(lambda: (s := session.snapshot()).probe and s.samples and s).probe.step
+    wait_for(lambda: session.snapshot().step > first + steps)
+    return first
+
+
+def test_a_stopped_runs_views_show_the_weights_it_stopped_at(viewed_once, config, tmp_path):
     """As a finished or paused run's do, on the page and in its run directory; a stopped one had kept the
     views of its last periodic refresh."""
-    session = TrainingSession(report_every_s=0.05, view_every_s=1000)  # one periodic refresh, the first
-    try:
-        session.start(config, run_dir=tmp_path / "run")
-        first = wait_for(lambda: (s := session.snapshot()).probe and s.samples and s).probe.step
-        wait_for(lambda: session.snapshot().step > first + 20)
-        session.stop()
-        snap = session.snapshot()
-        assert snap.status == "stopped" and snap.probe.step == snap.samples.step == snap.step > first + 20
-        watched = read_run_dir(tmp_path / "run")  # its run directory's views too, its status as the stop left it
-        assert watched.probe.step == watched.samples.step == snap.step and watched.status == "stopped"
-        status = (tmp_path / "run" / "status.json").read_text()
-        session.set_views(prefix="the machine")  # an ended run's new views: written, its status untouched
-        assert read_run_dir(tmp_path / "run").samples.greedy.startswith("the machine")
-        assert (tmp_path / "run" / "status.json").read_text() == status
-    finally:
-        session.close()
+    session = viewed_once
+    session.start(config, run_dir=tmp_path / "run")
+    first = train_past_the_first_views(session)
+    session.stop()
+    snap = session.snapshot()
+    assert snap.status == "stopped" and snap.probe.step == snap.samples.step == snap.step > first + 20
+    watched = read_run_dir(tmp_path / "run")  # its run directory's views too, its status as the stop left it
+    assert watched.probe.step == watched.samples.step == snap.step and watched.status == "stopped"
+    status = (tmp_path / "run" / "status.json").read_text()
+    session.set_views(prefix="the machine")  # an ended run's new views: written, its status untouched
+    assert read_run_dir(tmp_path / "run").samples.greedy.startswith("the machine")
+    assert (tmp_path / "run" / "status.json").read_text() == status
 
 
-def test_a_paused_run_applies_what_it_is_sent_before_the_call_returns(config):
+def test_a_paused_run_applies_what_it_is_sent_before_the_call_returns(viewed_once, config):
     """The page has no timers while a run is paused, so the rerun after a click draws what the snapshot
     holds when the call returns: the views of the weights it stopped at, those of a new prefix or
     temperature, a rate change's mark. They had come a moment later, after the page's redraw."""
-    session = TrainingSession(report_every_s=0.05, view_every_s=1000)  # one periodic refresh, the first
-    try:
-        session.start(config)
-        first = wait_for(lambda: (s := session.snapshot()).probe and s).probe.step
-        wait_for(lambda: session.snapshot().step > first + 20)
-        session.pause()
-        snap = session.snapshot()
-        assert snap.status == "paused" and snap.probe.step == snap.samples.step == snap.step > first + 20
-        session.set_views(prefix="the machine", temperature=1.5)
-        snap = session.snapshot()
-        assert snap.samples.greedy.startswith("the machine") and snap.samples.temperature == 1.5
-        session.set_lr(0.01)
-        assert session.snapshot().events[-1] == {"step": snap.step, "kind": "lr", "value": 0.01}
-        session.set_views(prefix="the time", temperature=1.5)  # as the page sends them: every setting
-        assert [e["kind"] for e in session.snapshot().events] == ["temperature", "lr"]  # 1.5 marked once
-    finally:
-        session.close()
+    session = viewed_once
+    session.start(config)
+    first = train_past_the_first_views(session)
+    session.pause()
+    snap = session.snapshot()
+    assert snap.status == "paused" and snap.probe.step == snap.samples.step == snap.step > first + 20
+    session.set_views(prefix="the machine", temperature=1.5)
+    snap = session.snapshot()
+    assert snap.samples.greedy.startswith("the machine") and snap.samples.temperature == 1.5
+    session.set_lr(0.01)
+    assert session.snapshot().events[-1] == {"step": snap.step, "kind": "lr", "value": 0.01}
+    session.set_views(prefix="the time", temperature=1.5)  # as the page sends them: every setting
+    assert [e["kind"] for e in session.snapshot().events] == ["temperature", "lr"]  # 1.5 marked once
 
 
 def test_lr_change_lands_at_the_next_step(session, config):
