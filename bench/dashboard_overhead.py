@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 
-from pageserver import (ROOT, child_pids, chromium_pids, cpu_seconds, dashboard_server, renderers_stopped, text_changes,
+from pageserver import (ROOT, child_pids, chromium_pids, cores_used, dashboard_server, renderers_stopped, text_changes,
                         training_page, watch_text)
 from deeprnn.config import preset
 from deeprnn.controls import PRESET_LABELS
@@ -90,13 +90,10 @@ def page_window(page, server_pid: int, seconds: float) -> dict:
     CPU seconds per second of the server, its training process and Chromium."""
     groups = {"server_cpu": lambda: [server_pid], "training_cpu": lambda: child_pids(server_pid),
               "chromium_cpu": chromium_pids}
-    start = time.perf_counter()
-    before = {name: cpu_seconds(pids()) for name, pids in groups.items()}
-    changes = token_changes(page, seconds)
-    elapsed = time.perf_counter() - start
+    with cores_used(groups) as used:
+        changes = token_changes(page, seconds)
     (first_s, first), (last_s, last) = changes[0], changes[-1]
-    return {"tokens_per_s": (last - first) / (last_s - first_s),
-            **{name: (cpu_seconds(pids()) - before[name]) / elapsed for name, pids in groups.items()}}
+    return {"tokens_per_s": (last - first) / (last_s - first_s), **used}
 
 
 def token_changes(page, seconds: float) -> list[tuple[float, int]]:

@@ -10,16 +10,14 @@ Needs Debian's chromium and playwright.
 import argparse
 import time
 
-from pageserver import CHROMIUM, CHROMIUM_ARGS, chromium_pids, cpu_seconds, dashboard_server, start_training
+from pageserver import CHROMIUM, CHROMIUM_ARGS, chromium_pids, cores_used, dashboard_server, start_training
 
 
 def cpu_while_left_alone(server_pid: int, seconds: float) -> tuple[float, float]:
     """Cores used by Chromium and by the server (its training processes not counted) over `seconds`."""
-    started = time.perf_counter()
-    chromium, server = cpu_seconds(chromium_pids()), cpu_seconds([server_pid])
-    time.sleep(seconds)
-    elapsed = time.perf_counter() - started
-    return (cpu_seconds(chromium_pids()) - chromium) / elapsed, (cpu_seconds([server_pid]) - server) / elapsed
+    with cores_used({"chromium": chromium_pids, "server": lambda: [server_pid]}) as used:
+        time.sleep(seconds)
+    return used["chromium"], used["server"]
 
 
 def main():

@@ -200,3 +200,16 @@ def cpu_seconds(pids: list[int]) -> float:
             continue
         total += int(fields[11]) + int(fields[12])
     return total / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def cores_used(groups: dict):
+    """Yields a dict that, once the block ends, holds the cores (CPU seconds per second) that each group
+    of processes used while it ran; `groups` maps a name to a function giving the group's pids, asked
+    at the start and at the end (a training process may start meanwhile)."""
+    used = {}
+    started = time.perf_counter()
+    before = {name: cpu_seconds(pids()) for name, pids in groups.items()}
+    yield used
+    elapsed = time.perf_counter() - started
+    used.update({name: (cpu_seconds(pids()) - before[name]) / elapsed for name, pids in groups.items()})
