@@ -15,19 +15,31 @@ from deeprnn.rundir import RunDirError, read_run_dir
 from deeprnn.remote import ProcessSession
 from deeprnn.session import MAX_TEXT_CHARS, SessionError
 from deeprnn.snapshot import IDLE
+from deeprnn.tabs import Tab, TabSessions
 
 st.set_page_config(page_title="deeprnn: watch a deep RNN learn", layout="wide")
 state = st.session_state
 
 
-@st.cache_resource(scope="session", on_release=ProcessSession.close, show_spinner=False)
-def training_session() -> ProcessSession:
-    """This tab's own session and training process; released (and ended) when the tab goes away."""
-    return ProcessSession()
+@st.cache_resource(show_spinner=False)
+def tab_sessions() -> TabSessions:
+    """Every tab's session, found again by the token in the page's address after a reload."""
+    return TabSessions(ProcessSession)
 
 
-session = training_session()
-for key, value in ctl.initial_values().items():
+@st.cache_resource(scope="session", on_release=lambda tab: tab_sessions().release(tab), show_spinner=False)
+def this_tab() -> Tab:
+    """This tab's own session and training process: held a minute after the tab goes away (a reload's
+    page takes it back), then ended."""
+    return tab_sessions().claim(st.query_params.get("tab"))
+
+
+tab = this_tab()
+session = tab.session
+if st.query_params.get("tab") != tab.token:
+    st.query_params["tab"] = tab.token
+latest = session.snapshot().config if tab.returned else None
+for key, value in ctl.initial_values(latest, session.views if tab.returned else None).items():
     state.setdefault(key, value)
 
 

@@ -6,6 +6,7 @@ between that dict, the presets and the one validated RunConfig.
 from __future__ import annotations
 
 import time
+from dataclasses import fields
 
 import torch
 
@@ -45,21 +46,44 @@ def nearest(choices, value):
 
 def preset_values(name: str) -> dict:
     """Widget values that reproduce a preset (snapped to the nearest offered choice)."""
-    cfg = preset(name)
-    return {"preset": name, "tokens": cfg.tokens, "preprocess": cfg.preprocess, "cell": cfg.cell, "layers": cfg.layers,
+    return {"preset": name, **_shown_values(preset(name))}
+
+
+def _shown_values(cfg: RunConfig) -> dict:
+    return {"tokens": cfg.tokens, "preprocess": cfg.preprocess, "cell": cfg.cell, "layers": cfg.layers,
             "hidden": nearest(HIDDEN_CHOICES, cfg.hidden), "dropout": cfg.dropout, "weight_drop": cfg.weight_drop,
             "embedding": nearest(EMBEDDING_CHOICES, cfg.embedding), "optimizer": cfg.optimizer,
             "lr": nearest(LR_CHOICES, cfg.lr), "clip": nearest(CLIP_CHOICES, cfg.clip),
             "batch": nearest(BATCH_CHOICES, cfg.batch), "steps": nearest(STEPS_CHOICES, cfg.steps),
-            "epochs": cfg.epochs, "device": "auto"}
+            "epochs": cfg.epochs, "device": cfg.device}
 
 
-def initial_values() -> dict:
-    views = ViewSettings()
-    return {**preset_values("fast"), "corpus_source": "timemachine", "pasted": "", "probe_text": views.probe_text,
-            "prefix": views.prefix, "temperature": views.temperature, "heatmap_count": 32,
-            "heatmap_units": "most active", "unit_layer": 1, "unit_index": 0, "use_best": False,
-            "watch_dir": "", "write_dir": ""}
+# A run's own text longer than this is not put back into the page's text box: the user uploads it again.
+MAX_PASTED_CHARS = 200_000
+
+
+def run_values(cfg: RunConfig) -> dict:
+    """Widget values that show a run's config: its own, the preset whose settings the page does not show
+    are the run's (else the fast one), and its text (pasted again where it is short enough to show)."""
+    hidden = [f.name for f in fields(RunConfig) if f.name not in {*CONFIG_KEYS, "corpus", "text"}]
+    name = next((name for name in PRESETS if all(getattr(preset(name), f) == getattr(cfg, f) for f in hidden)), "fast")
+    if cfg.corpus != "text":
+        source = {"corpus_source": cfg.corpus}
+    else:
+        source = {"corpus_source": "paste", "pasted": cfg.text} if len(cfg.text) <= MAX_PASTED_CHARS else \
+            {"corpus_source": "upload"}
+    return {"preset": name, **_shown_values(cfg), **source}
+
+
+
+def initial_values(latest: RunConfig | None = None, views: dict | None = None) -> dict:
+    """The controls of a new page; of a page that came back (a reload) to its session, its latest run's
+    and the view settings it had sent."""
+    views = {**vars(ViewSettings()), **(views or {})}
+    return {**preset_values("fast"), "corpus_source": "timemachine", "pasted": "",
+            **(run_values(latest) if latest else {}), "probe_text": views["probe_text"], "prefix": views["prefix"],
+            "temperature": views["temperature"], "heatmap_count": 32, "heatmap_units": "most active",
+            "unit_layer": 1, "unit_index": 0, "use_best": views["use_best"], "watch_dir": "", "write_dir": ""}
 
 
 def config_from_values(values: dict, text: str | None = None) -> RunConfig:

@@ -92,6 +92,11 @@ class ProcessSession:
         return metrics_frame(self.run_snapshot(run_id)).to_csv(index=False)
 
     @property
+    def views(self) -> dict:
+        """Every view setting sent so far: a page that comes back to this session (a reload) shows them."""
+        return dict(self._views)
+
+    @property
     def pid(self) -> int | None:
         """The training process's id, while it runs."""
         child = self._child

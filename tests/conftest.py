@@ -62,8 +62,9 @@ def app():
 # --- the page in a real browser (the same server and chromium the benchmarks use) ---------------------
 @pytest.fixture(scope="module")
 def server():
-    """(url, pid) of `streamlit run dashboard.py` on a free local port."""
-    with dashboard_server() as (url, proc):
+    """(url, pid) of `streamlit run dashboard.py` on a free local port, holding a closed tab's session 5 s
+    (a minute on the page) before its training process ends."""
+    with dashboard_server({"DEEPRNN_TAB_HOLD_S": "5"}) as (url, proc):
         yield url, proc.pid
 
 

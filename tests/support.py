@@ -49,3 +49,9 @@ def idle_within(pid: int, seconds: float) -> bool:
         if cpu_seconds([pid]) - before < 0.5:
             return True
     return False
+
+
+def shown_step(page) -> int:
+    """The step the page's progress line shows ("epoch 0 / 5 · step 1,234 · ...")."""
+    text = page.locator("[data-testid=stProgress]").first.inner_text()
+    return int(text.split("step ")[1].split(" ")[0].replace(",", ""))

@@ -8,7 +8,7 @@ from playwright.sync_api import expect
 from deeprnn import charts
 from deeprnn import controls as ctl
 from pageserver import child_pids, start_training
-from support import idle_within, wait_for
+from support import idle_within, shown_step, wait_for
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 
@@ -85,6 +85,35 @@ def test_start_curves_then_three_layers_then_close_ends_the_training_process(ser
     # the tab's session is released shortly after its websocket closes; its training process must end
     wait_for(lambda: len(child_pids(pid)) < training, timeout=30, interval=0.5)
     assert idle_within(pid, seconds=20)  # the server is idle again
+
+
+def test_a_reload_comes_back_to_the_tabs_runs_still_training(server, browser):
+    url, pid = server
+    page = browser.new_page(viewport={"width": 1500, "height": 1200})
+    start_training(page, url, epochs=1000)
+    page.locator("[data-testid=stProgress]").first.wait_for(timeout=60_000)
+    slider = page.get_by_role("slider", name="Layers")
+    slider.focus()
+    slider.press("ArrowRight")  # a second run, of 3 layers
+    expect(page.locator("h3", has_text="LSTM x3")).to_be_visible(timeout=30_000)
+    page.get_by_label("Prefix").fill("the machine")
+    page.get_by_label("Prefix").press("Enter")
+    expect(page.get_by_text("greedy (step")).to_be_visible(timeout=30_000)
+    wait_for(lambda: "tab=" in page.url, timeout=10)
+    processes = child_pids(pid)
+    before = shown_step(page)
+
+    page.reload()
+    expect(page.locator("h3", has_text="LSTM x3")).to_be_visible(timeout=30_000)
+    assert shown_step(page) >= before  # the same run, not a new one from step 0
+    wait_for(lambda: shown_step(page) > before, timeout=30, interval=0.5)  # and it trains on
+    assert child_pids(pid) == processes  # in the same training process
+    # The controls show the run they came back to, so a Start or an architecture change starts from it
+    assert page.get_by_role("slider", name="Layers").input_value() == "3"
+    expect(page.get_by_label("Prefix")).to_have_value("the machine")
+    expect(page.get_by_test_id("stMultiSelect").get_by_text("#1 LSTM x2 h96 lr0.015")).to_be_visible()
+    page.screenshot(path=ARTIFACTS / "dashboard-after-reload.png", full_page=True)
+    page.close()
 
 
 def test_the_status_lines_numbers_are_whole_on_a_small_laptops_screen(server, browser):

@@ -10,7 +10,7 @@ from deeprnn.remote import ProcessSession
 from deeprnn.session import TrainingSession
 
 from pageserver import child_pids, cpu_seconds, start_training
-from support import wait_for
+from support import shown_step, wait_for
 
 
 @pytest.mark.parametrize("kind", [TrainingSession, ProcessSession])
@@ -40,12 +40,6 @@ def test_two_sessions_train_at_once(config):
     finally:
         a.close()
         b.close()
-
-
-def shown_step(page) -> int:
-    """The step the page's progress line shows ("epoch 0 / 5 · step 1,234 · ...")."""
-    text = page.locator("[data-testid=stProgress]").first.inner_text()
-    return int(text.split("step ")[1].split(" ")[0].replace(",", ""))
 
 
 def test_two_browser_tabs_train_at_once_and_closing_one_ends_only_its_training_process(server, browser):

@@ -1,0 +1,75 @@
+"""A tab's session outlives a reload: held after its page goes away, taken back by the page's token."""
+import threading
+import time
+
+import pytest
+
+from deeprnn.config import preset
+from deeprnn.controls import config_from_values, initial_values
+from deeprnn.tabs import TabSessions
+
+
+class FakeSession:
+    def __init__(self):
+        self.closed = threading.Event()
+
+    def close(self):
+        self.closed.set()
+
+
+@pytest.fixture
+def tabs():
+    return TabSessions(FakeSession, hold_s=0.5, handover_s=0.5)
+
+
+def test_a_reloaded_page_takes_back_its_session_and_a_new_one_gets_its_own(tabs):
+    first = tabs.claim(None)
+    assert not first.returned
+    tabs.release(first)  # the old page's websocket closed
+    back = tabs.claim(first.token)
+    assert back.returned and back.session is first.session and back.token == first.token
+    time.sleep(0.8)  # past the hold: taken back, it is not ended
+    assert not first.session.closed.is_set()
+    other = tabs.claim(None)
+    assert other.session is not first.session and other.token != first.token
+
+
+def test_a_session_that_no_page_takes_back_ends_after_the_hold(tabs):
+    tab = tabs.claim(None)
+    tabs.release(tab)
+    assert not tab.session.closed.is_set()  # training on for a page that comes back
+    assert tab.session.closed.wait(2)
+    again = tabs.claim(tab.token)  # too late: a new session
+    assert not again.returned and again.session is not tab.session
+
+
+def test_a_duplicated_tabs_address_gets_a_session_of_its_own(tabs):
+    tab = tabs.claim(None)
+    duplicate = tabs.claim(tab.token)  # the first page is still open: not a reload
+    assert not duplicate.returned
+    assert duplicate.session is not tab.session and duplicate.token != tab.token
+
+
+def test_a_reload_that_asks_before_its_old_page_is_let_go_still_gets_its_session(tabs):
+    tab = tabs.claim(None)
+    threading.Timer(0.2, tabs.release, (tab,)).start()  # the server hears of the old page's close late
+    back = tabs.claim(tab.token)
+    assert back.returned and back.session is tab.session
+
+
+@pytest.mark.parametrize("name, changes", [("fast", {}), ("best", {"layers": 3, "lr": 2e-3}),
+                                           ("d2l", {"cell": "gru", "hidden": 128}),
+                                           ("fast", {"corpus": "text", "text": "a pasted text " * 50})])
+def test_a_returning_page_shows_its_latest_runs_controls(name, changes):
+    """Start pressed again on the restored controls trains the same config as the run they came from."""
+    config = preset(name, **changes)
+    views = {"prefix": "the machine", "temperature": 1.3}
+    values = initial_values(config, views)
+    assert values["preset"] == name and values["prefix"] == "the machine" and values["temperature"] == 1.3
+    text = values["pasted"] if values["corpus_source"] == "paste" else None
+    assert config_from_values(values, text) == config
+
+
+def test_a_returning_page_asks_for_a_long_text_again_rather_than_pasting_it():
+    values = initial_values(preset("fast", corpus="text", text="word " * 100_000))
+    assert values["corpus_source"] == "upload" and values["pasted"] == ""
