@@ -109,12 +109,13 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16
 
 
-def autocast(device: torch.device, precision: torch.dtype | None):
-    """The context a forward pass runs in: bf16 autocast, or nothing."""
+def autocast(device: torch.device, precision: torch.dtype | None, cache_weights: bool = False):
+    """The context a forward pass runs in: bf16 autocast, or nothing. A training step keeps no cache of
+    cast weights: a CUDA graph cannot record one, and each weight is cast once per pass anyway. The views
+    keep one: a sample passes each weight a hundred times."""
     if precision is None:
         return nullcontext()
-    # No cache of cast weights: a CUDA graph cannot record one, and each weight is cast once per pass anyway
-    return torch.autocast(device.type, dtype=precision, cache_enabled=False)
+    return torch.autocast(device.type, dtype=precision, cache_enabled=cache_weights)
 
 
 def describe_out_of_memory(err: BaseException) -> str | None:

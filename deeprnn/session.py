@@ -24,10 +24,11 @@ import torch
 
 from .checkpoint import checkpoint_bytes
 from .config import RunConfig
-from .device import describe_out_of_memory
+from .device import autocast, describe_out_of_memory
 from .generate import continue_texts
 from .history import BoundedHistory
 from .introspect import GATES, layer_saturation, trace
+from .model import count_parameters
 from .rundir import RunDirWriter
 from .snapshot import IDLE, Probe, Samples, Snapshot, run_name
 from .train import Diverged, Trainer
@@ -403,6 +404,9 @@ def _checkpoint_payload(trainer: Trainer, best: bool) -> dict | None:
     return payload
 
 
+CAST_SAMPLES_PAST_BYTES = 16 * 2**20  # a model's float32 weights: 3 x 512 and up
+
+
 @torch.no_grad()
 def compute_views(trainer: Trainer, views: ViewSettings) -> tuple[Probe, Samples]:
     """The probe (states and gates per layer) and fresh samples, from current or best weights."""
@@ -416,8 +420,14 @@ def compute_views(trainer: Trainer, views: ViewSettings) -> tuple[Probe, Samples
                   tuple(t.hidden.cpu().numpy() for t in traces),
                   tuple(t.cell.cpu().numpy() for t in traces) if traces[0].cell is not None else None,
                   tuple({k: v.cpu().numpy() for k, v in t.gates.items()} for t in traces), trainer.codec.separator)
-    greedy, sampled = continue_texts(model, trainer.codec, views.prefix, trainer.codec.tokens_for(views.length),
-                                     (0.0, views.temperature), seed=trainer.step)
+    # A sample reads every weight for each of its hundred tokens. Weights past a CPU's cache make that bound
+    # by memory, and cast once to the precision the run trains in (bf16 where the hardware has it) they
+    # are half as much to read: the views of 8 x 512 took 742 ms instead of 1,262 on one thread
+    # (bench/results/view-cost.md). A small model's, in cache, took longer so: 2 x 128's 56 ms instead of 28.
+    cast = trainer.precision if count_parameters(model) * 4 > CAST_SAMPLES_PAST_BYTES else None
+    with autocast(trainer.device, cast, cache_weights=True):
+        greedy, sampled = continue_texts(model, trainer.codec, views.prefix, trainer.codec.tokens_for(views.length),
+                                         (0.0, views.temperature), seed=trainer.step)
     samples = Samples(trainer.step, views.prefix, views.temperature, greedy, sampled,
                       views.use_best and trainer.best is not None)
     return probe, samples
@@ -587,7 +597,8 @@ class _Worker:
             self.collect()
         if self.pending is None:
             source = SimpleNamespace(model=copy.deepcopy(self.trainer.model), codec=self.trainer.codec,
-                                     step=self.trainer.step, best=self.trainer.best)
+                                     step=self.trainer.step, best=self.trainer.best, device=self.trainer.device,
+                                     precision=self.trainer.precision)
             self.pending = self.view_thread.submit(_timed_views, self.run, source, ViewSettings(**vars(self.run.views)))
         if wait:
             self.pending.result()

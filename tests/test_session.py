@@ -1,5 +1,6 @@
 import io
 import shutil
+import threading
 import time
 from dataclasses import replace
 
@@ -354,3 +355,23 @@ def test_views_are_computed_on_a_copy_while_training_goes_on(session, config, mo
         assert is_copy and after > before  # steps went on during the probe
         assert probed <= before  # the probe shows the weights as they were copied
     assert session.snapshot().probe.step in {probed for *_, probed in seen}
+
+
+def test_a_large_models_samples_are_written_in_the_precision_it_trains_in(small_config, monkeypatch):
+    """Past the CPU's caches a sample is bound by reading the weights, which bf16 halves; a small model's
+    stay in float32, which is faster for it. (The samples are not written here: on a CPU without bf16,
+    torch's LSTM kernel cannot run under bf16 autocast.)"""
+    precisions = []
+
+    def spy(*args, **kwargs):
+        if threading.current_thread() is threading.main_thread():  # not an earlier test's view thread
+            precisions.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
+        return "time traveller", "time traveller"
+
+    monkeypatch.setattr(session_mod, "continue_texts", spy)
+    for hidden in (32, 1024):
+        trainer = session_mod.Trainer(small_config.replace(hidden=hidden))
+        trainer.precision = torch.bfloat16  # as `auto` chooses where the hardware multiplies bf16
+        probe, _ = session_mod.compute_views(trainer, session_mod.ViewSettings())
+        assert probe.hidden[0].dtype == "float32"  # the probe's views stay float32 either way
+    assert precisions == [None, torch.bfloat16]
