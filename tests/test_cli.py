@@ -5,7 +5,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -13,7 +12,7 @@ from deeprnn.checkpoint import load_checkpoint
 from deeprnn.cli import build_parser, main
 from deeprnn.config import RANGES, RunConfig, describe_range
 
-ROOT = Path(__file__).resolve().parents[1]
+from repo import ROOT  # bench/repo.py, on the path from conftest
 
 TINY = ["--max-tokens", "3000", "--hidden", "16", "--embedding", "8", "--batch", "4", "--steps", "8",
         "--epochs", "1", "--device", "cpu"]

@@ -13,7 +13,7 @@ import pytest
 from deeprnn.cli import main
 from deeprnn.rundir import read_metrics, read_run_dir
 
-ROOT = Path(__file__).resolve().parents[1]
+from repo import ROOT  # bench/repo.py, on the path from conftest
 RECIPE = ["--max-tokens", "6000", "--hidden", "24", "--embedding", "8", "--batch", "8", "--steps", "16",
           "--device", "cpu", "--seed", "3", "--report-every", "4", "--eval-every", "0", "--schedule", "constant",
           "--lr", "0.01"]

@@ -1,6 +1,5 @@
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +10,7 @@ from deeprnn.introspect import (PatternError, gate_saturation, layer_saturation,
 from deeprnn.model import StackedRNN
 from deeprnn.train import Trainer
 
-ROOT = Path(__file__).resolve().parents[1]
+from repo import ROOT  # bench/repo.py, on the path from conftest
 
 
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])

@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import threading
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,9 +16,8 @@ from deeprnn.remote import ProcessSession
 from deeprnn.session import SessionError
 
 from pageserver import child_pids, stat_fields
+from repo import ROOT
 from support import wait_for
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
 import math
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,7 +12,7 @@ from deeprnn.generate import continue_text
 from deeprnn.graph import make_capturable
 from deeprnn.train import RATE_WINDOW_S, Trainer, model_from_checkpoint
 
-ROOT = Path(__file__).resolve().parents[1]
+from repo import ROOT  # bench/repo.py, on the path from conftest
 
 
 def run(trainer):
