@@ -1,8 +1,10 @@
 """The dashboard in a real browser (Debian's chromium driven by Playwright), as a person sees it."""
 import re
+import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from playwright.sync_api import expect
 
 from deeprnn import charts
@@ -113,6 +115,25 @@ def test_a_reload_comes_back_to_the_tabs_runs_still_training(server, browser):
     expect(page.get_by_label("Prefix")).to_have_value("the machine")
     expect(page.get_by_test_id("stMultiSelect").get_by_text("#1 LSTM x2 h96 lr0.015")).to_be_visible()
     page.screenshot(path=ARTIFACTS / "dashboard-after-reload.png", full_page=True)
+    page.close()
+
+
+def test_a_dropped_connection_comes_back_to_the_same_run(server, browser):
+    """Streamlit lets a session's resources go the moment its websocket closes, even one the browser then
+    reopens: the run had ended and the page came back empty."""
+    url, pid = server
+    page = browser.new_page()
+    start_training(page, url, epochs=1000)
+    page.locator("[data-testid=stProgress]").first.wait_for(timeout=60_000)
+    processes = child_pids(pid)
+    before = shown_step(page)
+    port = url.rsplit(":", 1)[1]
+    dropped = subprocess.run(["ss", "-K", "-t", "-n", f"sport = :{port}"], capture_output=True, text=True)
+    if "ESTAB" not in dropped.stdout:
+        pytest.skip(f"cannot close the page's connections here (ss -K: {dropped.stderr.strip() or 'none closed'})")
+    wait_for(lambda: page.locator("[data-testid=stProgress]").count() and shown_step(page) > before,
+             timeout=30, interval=0.5)
+    assert child_pids(pid) == processes
     page.close()
 
 
