@@ -29,8 +29,8 @@ def tab_sessions() -> TabSessions:
 
 @st.cache_resource(scope="session", on_release=lambda tab: tab_sessions().release(tab), show_spinner=False)
 def this_tab() -> Tab:
-    """This tab's own session and training process: held a minute after the tab goes away (a reload's
-    page takes it back), then ended."""
+    """This tab's own session and training process: held a minute, its run paused, after the tab goes away
+    (a reload's page takes it back and resumes it), then ended."""
     return tab_sessions().claim(st.query_params.get("tab"))
 
 

@@ -2,8 +2,9 @@
 
 Streamlit releases a tab's session-scoped resources as soon as its websocket closes: on a reload, and on
 any dropped connection, which the browser then reopens. The training process and every run in it had
-ended with them, so a reload lost a five-minute run. A released session is now held for HOLD_S, still
-training, for a page that comes back with its token; only then is it ended.
+ended with them, so a reload lost a five-minute run. A released session is now held for HOLD_S, its run
+paused (the cores go to other tabs' runs meanwhile), for a page that comes back with its token, which
+resumes it; only then is it ended.
 """
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import secrets
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable
+
+from .session import SessionError
 
 HOLD_S = float(os.environ.get("DEEPRNN_TAB_HOLD_S", "60"))
 # A reload's new page may ask for its token before the server has heard that the old page closed.
@@ -25,6 +28,38 @@ class Tab:
     returned: bool  # a held session taken back: its runs were there before this page
 
 
+class _Held:
+    """A session whose page went away: its training run paused until a page takes it back."""
+
+    def __init__(self, session, expiry: threading.Timer):
+        self.session, self.expiry = session, expiry
+        self._lock = threading.Lock()  # a pause under way finishes before the page that takes it back resumes
+        self._paused = self._taken = False
+
+    def pause(self) -> None:
+        with self._lock:
+            if not self._taken and self.session.snapshot().status in ("starting", "running"):
+                self._paused = _answered(self.session.pause)
+
+    def take(self):
+        self.expiry.cancel()
+        with self._lock:
+            self._taken = True
+            if self._paused:  # not a run the user had paused
+                _answered(self.session.resume)
+        return self.session
+
+
+def _answered(command) -> bool:
+    """Whether the session carried out the command; one whose run or training process ended meanwhile
+    cannot, and the page shows why."""
+    try:
+        command()
+        return True
+    except SessionError:
+        return False
+
+
 class TabSessions:
     """The sessions of the server's open tabs, and of those that went away in the last `hold_s`."""
 
@@ -32,40 +67,40 @@ class TabSessions:
         self._new_session, self.hold_s, self.handover_s = new_session, hold_s, handover_s
         self._changed = threading.Condition()
         self._open: set[str] = set()
-        self._held: dict[str, tuple[Any, threading.Timer]] = {}
+        self._held: dict[str, _Held] = {}
 
     def claim(self, token: str | None) -> Tab:
-        """The session held under `token`, else a new one under a new token. A token that another page
-        still has open (a duplicated tab's address) gets a new session too, once the handover wait shows
-        that page is not a reload's old one about to go."""
+        """The session held under `token`, its run resumed, else a new one under a new token. A token that
+        another page still has open (a duplicated tab's address) gets a new session too, once the handover
+        wait shows that page is not a reload's old one about to go."""
         with self._changed:
             if token in self._open:
                 self._changed.wait_for(lambda: token not in self._open, timeout=self.handover_s)
             held = self._held.pop(token, None) if token not in self._open else None
-            if held is not None:
-                session, expiry = held
-                expiry.cancel()
-                self._open.add(token)
-                return Tab(token, session, returned=True)
-            token = secrets.token_urlsafe(9)
+            if held is None:
+                token = secrets.token_urlsafe(9)
             self._open.add(token)
+        if held is not None:
+            return Tab(token, held.take(), returned=True)
         return Tab(token, self._new_session(), returned=False)
 
     def release(self, tab: Tab) -> None:
-        """The tab went away: hold its session, training on, and end it unless claimed within `hold_s`.
-        Returns at once (Streamlit calls it from its event loop)."""
+        """The tab went away: pause its run and hold its session, ended unless claimed within `hold_s`.
+        Returns at once (Streamlit calls it from its event loop); the pause happens in a thread."""
         expiry = threading.Timer(self.hold_s, self._expire, (tab.token, tab.session))
         expiry.daemon = True  # the training processes end with the server anyway (remote.serve)
+        held = _Held(tab.session, expiry)
         with self._changed:
             self._open.discard(tab.token)
-            self._held[tab.token] = (tab.session, expiry)
+            self._held[tab.token] = held
             self._changed.notify_all()
         expiry.start()
+        threading.Thread(target=held.pause, name="deeprnn-hold", daemon=True).start()
 
     def _expire(self, token: str, session) -> None:
         with self._changed:
             held = self._held.get(token)
-            if held is None or held[0] is not session:
+            if held is None or held.session is not session:
                 return  # claimed back meanwhile
             del self._held[token]
         session.close()

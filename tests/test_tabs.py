@@ -1,6 +1,7 @@
 """A tab's session outlives a reload: held after its page goes away, taken back by the page's token."""
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -8,10 +9,25 @@ from deeprnn.config import preset
 from deeprnn.controls import config_from_values, initial_values
 from deeprnn.tabs import TabSessions
 
+from support import wait_for
+
 
 class FakeSession:
+    """A session whose run trains until paused."""
+
     def __init__(self):
-        self.closed = threading.Event()
+        self.closed, self.status, self.calls = threading.Event(), "running", []
+
+    def snapshot(self):
+        return SimpleNamespace(status=self.status)
+
+    def pause(self):
+        self.calls.append("pause")
+        self.status = "paused"
+
+    def resume(self):
+        self.calls.append("resume")
+        self.status = "running"
 
     def close(self):
         self.closed.set()
@@ -26,12 +42,22 @@ def test_a_reloaded_page_takes_back_its_session_and_a_new_one_gets_its_own(tabs)
     first = tabs.claim(None)
     assert not first.returned
     tabs.release(first)  # the old page's websocket closed
+    wait_for(lambda: first.session.status == "paused")  # the cores go to other tabs while no page shows it
     back = tabs.claim(first.token)
     assert back.returned and back.session is first.session and back.token == first.token
+    assert first.session.status == "running" and first.session.calls == ["pause", "resume"]
     time.sleep(0.8)  # past the hold: taken back, it is not ended
     assert not first.session.closed.is_set()
     other = tabs.claim(None)
     assert other.session is not first.session and other.token != first.token
+
+
+def test_a_run_the_user_paused_stays_paused_after_a_reload(tabs):
+    tab = tabs.claim(None)
+    tab.session.status = "paused"
+    tabs.release(tab)
+    time.sleep(0.1)
+    assert tabs.claim(tab.token).session.status == "paused" and tab.session.calls == []
 
 
 def test_a_session_that_no_page_takes_back_ends_after_the_hold(tabs):
