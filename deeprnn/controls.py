@@ -75,7 +75,6 @@ def run_values(cfg: RunConfig) -> dict:
     return {"preset": name, **_shown_values(cfg), **source}
 
 
-
 def initial_values(latest: RunConfig | None = None, views: dict | None = None) -> dict:
     """The controls of a new page; of a page that came back (a reload) to its session, its latest run's
     and the view settings it had sent."""

@@ -423,7 +423,8 @@ def compute_views(trainer: Trainer, views: ViewSettings) -> tuple[Probe, Samples
     # A sample reads every weight for each of its hundred tokens. Weights past a CPU's cache make that bound
     # by memory, and cast once to the precision the run trains in (bf16 where the hardware has it) they
     # are half as much to read: the views of 8 x 512 took 742 ms instead of 1,262 on one thread
-    # (bench/results/view-cost.md). A small model's, in cache, took longer so: 2 x 128's 56 ms instead of 28.
+    # (bench/results/view-cost.md). A small model's weights stay in cache, and the casts cost more than they
+    # save: with every view cast, 2 x 128's took 56 ms instead of 28.
     cast = trainer.precision if count_parameters(model) * 4 > CAST_SAMPLES_PAST_BYTES else None
     with autocast(trainer.device, cast, cache_weights=True):
         greedy, sampled = continue_texts(model, trainer.codec, views.prefix, trainer.codec.tokens_for(views.length),
