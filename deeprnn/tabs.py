@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -19,6 +20,7 @@ from .session import SessionError
 HOLD_S = float(os.environ.get("DEEPRNN_TAB_HOLD_S", "60"))
 # A reload's new page may ask for its token before the server has heard that the old page closed.
 HANDOVER_S = 3.0
+STARTING_POLL_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -37,8 +39,12 @@ class _Held:
         self._paused = self._taken = False
 
     def pause(self) -> None:
+        # A run still starting (building its text and model) is paused once it trains: asked before, the pause
+        # waits for that, and so would a page that comes back meanwhile (5 to 6 s for the best preset).
+        while self.session.snapshot().status == "starting" and not self._taken and not self.expiry.finished.is_set():
+            time.sleep(STARTING_POLL_S)
         with self._lock:
-            if not self._taken and self.session.snapshot().status in ("starting", "running"):
+            if not self._taken and self.session.snapshot().status == "running":
                 self._paused = _answered(self.session.pause)
 
     def take(self):

@@ -23,6 +23,8 @@ class FakeSession:
 
     def pause(self):
         self.calls.append("pause")
+        if self.status == "starting":
+            time.sleep(1)  # as a real run's pause waits for its first step
         self.status = "paused"
 
     def resume(self):
@@ -58,6 +60,23 @@ def test_a_run_the_user_paused_stays_paused_after_a_reload(tabs):
     tabs.release(tab)
     time.sleep(0.1)
     assert tabs.claim(tab.token).session.status == "paused" and tab.session.calls == []
+
+
+def test_a_run_still_starting_is_paused_once_it_trains_and_a_reload_never_waits_for_it(tabs):
+    tab = tabs.claim(None)
+    tab.session.status = "starting"  # building its text and model: a pause would wait for it
+    tabs.release(tab)
+    threading.Timer(0.3, setattr, (tab.session, "status", "running")).start()
+    wait_for(lambda: tab.session.status == "paused")
+    assert tabs.claim(tab.token).session.status == "running"
+
+    again = tabs.claim(None)
+    again.session.status = "starting"
+    tabs.release(again)
+    time.sleep(0.1)  # the hold is watching it start
+    asked = time.monotonic()
+    back = tabs.claim(again.token)  # the page comes back while it starts
+    assert time.monotonic() - asked < 0.5 and back.session.calls == []
 
 
 def test_a_session_that_no_page_takes_back_ends_after_the_hold(tabs):
