@@ -109,7 +109,8 @@ def test_a_reload_comes_back_to_the_tabs_runs_still_training(server, browser):
     expect(page.locator("h3", has_text="LSTM x3")).to_be_visible(timeout=30_000)
     assert shown_step(page) >= before  # the same run, not a new one from step 0
     wait_for(lambda: shown_step(page) > before, timeout=30, interval=0.5)  # and it trains on
-    assert child_pids(pid) == processes  # in the same training process
+    assert set(child_pids(pid)) <= set(processes)  # in the same training process, no new one (an earlier
+    # test's held tab may end meanwhile)
     # The controls show the run they came back to, so a Start or an architecture change starts from it
     assert page.get_by_role("slider", name="Layers").input_value() == "3"
     expect(page.get_by_label("Prefix")).to_have_value("the machine")
@@ -133,7 +134,7 @@ def test_a_dropped_connection_comes_back_to_the_same_run(server, browser):
         pytest.skip(f"cannot close the page's connections here (ss -K: {dropped.stderr.strip() or 'none closed'})")
     wait_for(lambda: page.locator("[data-testid=stProgress]").count() and shown_step(page) > before,
              timeout=30, interval=0.5)
-    assert child_pids(pid) == processes
+    assert set(child_pids(pid)) <= set(processes)  # the same training process, no new one
     page.close()
 
 
