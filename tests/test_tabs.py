@@ -62,13 +62,15 @@ def test_a_run_the_user_paused_stays_paused_after_a_reload(tabs):
     assert tabs.claim(tab.token).session.status == "paused" and tab.session.calls == []
 
 
-def test_a_run_still_starting_is_paused_once_it_trains_and_a_reload_never_waits_for_it(tabs):
+def test_a_run_still_starting_is_paused_once_it_trains_and_a_reload_never_waits_for_it():
+    tabs = TabSessions(FakeSession, hold_s=10, handover_s=0.5)
     tab = tabs.claim(None)
     tab.session.status = "starting"  # building its text and model: a pause would wait for it
     tabs.release(tab)
     threading.Timer(0.3, setattr, (tab.session, "status", "running")).start()
     wait_for(lambda: tab.session.status == "paused")
-    assert tabs.claim(tab.token).session.status == "running"
+    back = tabs.claim(tab.token)
+    assert back.returned and back.session.status == "running"
 
     again = tabs.claim(None)
     again.session.status = "starting"
@@ -82,7 +84,7 @@ def test_a_run_still_starting_is_paused_once_it_trains_and_a_reload_never_waits_
 def test_a_session_that_no_page_takes_back_ends_after_the_hold(tabs):
     tab = tabs.claim(None)
     tabs.release(tab)
-    assert not tab.session.closed.is_set()  # training on for a page that comes back
+    assert not tab.session.closed.is_set()  # held for a page that comes back
     assert tab.session.closed.wait(2)
     again = tabs.claim(tab.token)  # too late: a new session
     assert not again.returned and again.session is not tab.session
