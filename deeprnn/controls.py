@@ -66,7 +66,9 @@ def run_values(cfg: RunConfig) -> dict:
     """Widget values that show a run's config: its own, the preset whose settings the page does not show
     are the run's (else the fast one), and its text (pasted again where it is short enough to show)."""
     hidden = [f.name for f in fields(RunConfig) if f.name not in {*CONFIG_KEYS, "corpus", "text"}]
-    name = next((name for name in PRESETS if all(getattr(preset(name), f) == getattr(cfg, f) for f in hidden)), "fast")
+    presets = {name: preset(name) for name in PRESETS}  # each built once, not once per setting compared
+    name = next((name for name, base in presets.items() if all(getattr(base, f) == getattr(cfg, f) for f in hidden)),
+                "fast")
     if cfg.corpus != "text":
         source = {"corpus_source": cfg.corpus}
     else:
