@@ -40,7 +40,7 @@ class _Held:
 
     def pause(self) -> None:
         # A run still starting (building its text and model) is paused once it trains: asked before, the pause
-        # waits for that, and so would a page that comes back meanwhile (5 to 6 s for the best preset).
+        # waits for that, and so would a page that comes back meanwhile (seconds, for the best preset).
         while self.session.snapshot().status == "starting" and not self._taken and not self.expiry.finished.is_set():
             time.sleep(STARTING_POLL_S)
         with self._lock:
