@@ -215,12 +215,17 @@ def run_to_the_end(trainer: Trainer, writer: RunDirWriter | None, verbose: bool)
     """Train through the epoch budget; 0 when done, EXIT_DIVERGED when the loss blew up."""
     every = max(1, trainer.config.epochs // 10)
     started = time.perf_counter()
+    was_lost = False  # at the last report: the note is printed each time the run gets lost
     try:
         for report in trainer.steps():
             if report and writer:
                 end = report.get("end_of_epoch", False)
                 probe, samples = compute_views(trainer, ViewSettings()) if end else (None, None)
                 writer.update(trainer, "running", probe, samples, checkpoint=end)
+            if verbose and report:
+                if trainer.lost and not was_lost:
+                    warn(trainer.lost_note())
+                was_lost = trainer.lost
             if verbose and report and report.get("end_of_epoch") and (
                     trainer.epoch % every == 0 or trainer.epoch == trainer.config.epochs):
                 print(progress_line(trainer, report, time.perf_counter() - started), file=sys.stderr)

@@ -39,6 +39,10 @@ class BoundedHistory:
     def records(self) -> tuple:
         return tuple(self._archive) + tuple(self._recent)
 
+    def newest_first(self):
+        """The recent window's records, the newest first."""
+        return reversed(self._recent)
+
     def last(self):
         return self._recent[-1] if self._recent else None
 

@@ -90,7 +90,7 @@ class RunDirWriter:
             "status": status, "message": message, "epoch": trainer.epoch, "step": trainer.step,
             "tokens": trainer.tokens, "tokens_per_s": trainer.recent_tokens_per_s(),
             "elapsed": time.time() - self.started, "device": trainer.device_label,
-            "processes": trainer.world, "parameters": trainer.parameter_count,
+            "processes": trainer.world, "parameters": trainer.parameter_count, "notices": list(trainer.notices),
             "best": None if trainer.best is None else {k: trainer.best[k] for k in ("val_ppl", "step", "tokens")}})
 
     def _append_new(self, trainer: Trainer) -> None:
@@ -262,4 +262,4 @@ def read_run_dir(path) -> Snapshot:
         tokens=status.get("tokens", 0), tokens_per_s=status.get("tokens_per_s", 0.0),
         elapsed=status.get("elapsed", 0.0), device=status.get("device", ""), parameters=status.get("parameters", 0),
         metrics=rows["train"], evals=rows["eval"], events=rows["event"],
-        best=status.get("best"), probe=probe, samples=samples)
+        best=status.get("best"), probe=probe, samples=samples, notices=tuple(status.get("notices", ())))

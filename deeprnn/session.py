@@ -638,7 +638,7 @@ class _Worker:
             metrics=t.metrics.records(), evals=t.evals.records(), events=tuple(t.events),
             best=None if t.best is None else {k: v for k, v in t.best.items() if k != "weights"},
             probe=self.probe, samples=self.samples, saturation=self.saturation.records(),
-            notices=t.corpus.notices + ((self.writer.problem,) if self.writer and self.writer.problem else ()),
+            notices=t.notices + ((self.writer.problem,) if self.writer and self.writer.problem else ()),
             view_seconds=self.view_seconds, train_seconds=t.train_seconds)
 
     def write_run_dir(self) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import random
 import time
@@ -28,6 +29,11 @@ ARCHITECTURE_FIELDS = ("corpus", "tokens", "preprocess", "min_freq", "max_vocab"
 # A loss this many times that of uniform guessing is as hopeless as NaN: tanh units saturate and
 # the loss can stay finite while the run is lost.
 DIVERGED_LOSS_FACTOR = 10
+# A run whose training loss over this many steps averages above LOST_MARGIN times the perplexity of a
+# uniform guess is lost, not learning. The presets' first steps overshoot for two or three steps and recover
+# (the best preset's GRU to 2.3 times the guess); a run still at its start, learning slowly, sits at the guess.
+LOST_STEPS = 10
+LOST_MARGIN = 1.5
 # The speed a run shows is taken over its latest report points spanning this much training time:
 # one point's own rate can cover a single step, and the page's last point once read half the speed.
 RATE_WINDOW_S = 2.0
@@ -110,6 +116,7 @@ class Trainer:
         self.train_seconds = 0.0
         self.metrics, self.evals, self.events = BoundedHistory(), BoundedHistory(), []
         self.best: dict | None = None  # {"val_ppl", "step", "tokens", "weights"}
+        self.lost = False  # doing worse than guessing: see LOST_STEPS
         self._weight_index = layer_weight_index(self.model)
         self._pending_losses: list[torch.Tensor] = []
         self._pending_norms: list[torch.Tensor] = []  # per step, every parameter's gradient norm
@@ -127,6 +134,23 @@ class Trainer:
     @property
     def lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])  # a device tensor when the step is a CUDA graph
+
+    @property
+    def notices(self) -> tuple[str, ...]:
+        """What the reader should know about the text, and whether the run is lost."""
+        note = self.lost_note()
+        return self.corpus.notices + ((note,) if note else ())
+
+    def lost_note(self) -> str | None:
+        """Why the run looks lost while it does (see LOST_STEPS), else None: the loss stays finite, so
+        nothing else tells the user."""
+        if not self.lost:
+            return None
+        vocab = len(self.corpus.vocab)
+        return (f"the training perplexity went past {LOST_MARGIN:g} times the {vocab} of guessing uniformly among the "
+                f"{vocab} tokens, and its average over the last {LOST_STEPS} steps is still above {vocab}: the model "
+                f"does worse than knowing nothing. A learning rate of {self.lr:.3g} is likely too high for it; a lower "
+                "one may bring it back.")
 
     def set_lr(self, lr: float) -> None:
         """Takes effect at the next step (as the new peak under a schedule); recorded as an event."""
@@ -272,9 +296,21 @@ class Trainer:
                   "grad_hh": [float(param_norms[:, hh].mean()) for _, hh in self._weight_index],
                   "tokens_per_s": (self.tokens - tokens) / max(self.train_seconds - seconds, 1e-9)}
         self.metrics.append(record)
+        self._judge_lost()
         self._last_report = (self.tokens, self.train_seconds)
         self._good = (_clone_state(self.model), _clone_state(self.optimizer))
         return record
+
+    def _judge_lost(self) -> None:
+        """Lost once the last LOST_STEPS steps' loss averages above LOST_MARGIN guesses; found again only
+        under one guess: a run near the line was told at every other point (a dozen times in one epoch)."""
+        last, vocab = self.metrics.last(), len(self.corpus.vocab)
+        if last["step"] < LOST_STEPS:
+            return
+        window = [r["loss"] for r in itertools.takewhile(lambda r: r["step"] > last["step"] - LOST_STEPS,
+                                                         self.metrics.newest_first())]
+        loss = sum(window) / len(window)
+        self.lost = loss > math.log(LOST_MARGIN * vocab) or (self.lost and loss > math.log(vocab))
 
     def _restore_good(self) -> None:
         self.model.load_state_dict(self._good[0])

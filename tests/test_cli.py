@@ -11,6 +11,7 @@ import pytest
 from deeprnn.checkpoint import load_checkpoint
 from deeprnn.cli import build_parser, main
 from deeprnn.config import RANGES, RunConfig, describe_range
+from deeprnn.rundir import read_run_dir
 
 from repo import ROOT  # bench/repo.py, on the path from conftest
 
@@ -68,6 +69,15 @@ def test_every_setting_of_a_run_has_a_flag_that_says_its_range_and_default():
             assert describe_range(field.name) in helps[field.name], field.name
     assert helps["layers"] == "stacked layers; >= 1 and <= 8; default: 2"
     assert helps["lr"] == "learning rate; > 0.0 and <= 100.0; default: 0.015"
+
+
+def test_a_run_that_does_worse_than_guessing_is_told_once_and_so_is_its_run_directorys_reader(tmp_path, capsys):
+    """Told at every report point it was (the rate decays under the schedule, so the note's text changed)."""
+    argv = ["train", *TINY, "--lr", "2", "--schedule", "constant", "--report-every", "1", "--run-dir", str(tmp_path / "run")]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert err.count("does worse than knowing nothing") == 1 and "\nwarning: the training perplexity went past" in err
+    assert "learning rate of 2 is likely too high" in read_run_dir(tmp_path / "run").notices[-1]
 
 
 def test_preset_d2l_and_explicit_override(capsys):

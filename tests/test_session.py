@@ -327,6 +327,12 @@ def test_a_page_run_keeps_a_run_directory_when_asked(session, config, tmp_path):
     assert main(["generate", "--checkpoint", str(tmp_path / "page-run" / "checkpoint.pt"), "--length", "3"]) == 0
 
 
+def test_a_run_that_does_worse_than_guessing_says_so_on_the_page(session, config):
+    session.start(config.replace(lr=1.0))
+    snap = wait_for(lambda: (s := session.snapshot()).notices and s)
+    assert snap.status == "running" and "the model does worse than knowing nothing" in snap.notices[-1]
+
+
 def test_a_page_run_whose_run_directory_goes_trains_on_and_says_so(session, config, tmp_path):
     """Its worker had failed at the next write, and the run with it."""
     session.start(config.replace(epochs=1000), run_dir=tmp_path / "page-run")

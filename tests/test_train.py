@@ -10,7 +10,7 @@ from deeprnn.checkpoint import CheckpointError
 from deeprnn.config import ConfigError
 from deeprnn.generate import continue_text
 from deeprnn.graph import make_capturable
-from deeprnn.train import RATE_WINDOW_S, Trainer, model_from_checkpoint
+from deeprnn.train import LOST_MARGIN, LOST_STEPS, RATE_WINDOW_S, Trainer, model_from_checkpoint
 
 from repo import ROOT  # bench/repo.py, on the path from conftest
 
@@ -26,6 +26,37 @@ def test_loss_falls_far_below_uniform(small_config):
     assert reports[-1]["loss"] < 0.75 * uniform
     assert trainer.evals.last()["val_ppl"] < math.exp(0.8 * uniform)
     assert trainer.best["val_ppl"] == min(r["val_ppl"] for r in trainer.evals.records())
+
+
+def test_a_run_that_does_worse_than_guessing_is_told_so(small_config):
+    """Its loss stays finite, far under the divergence line, so nothing else told the user."""
+    lost = Trainer(small_config.replace(lr=1.0, report_every=1))
+    notes = [(lost.step, lost.lost_note(), lost.notices) for report in lost.steps() if report]
+    assert all(note is None for step, note, _ in notes if step < LOST_STEPS)  # too few steps to tell
+    told = [(note, notices) for _, note, notices in notes if note]
+    vocab = len(lost.corpus.vocab)
+    assert told and f"past {LOST_MARGIN:g} times the {vocab} of guessing" in told[0][0] and "learning rate of 1 " in told[0][0]
+    assert told[0][1][-1] == told[0][0]  # among the run's notices, which the page shows
+
+
+def test_a_lost_run_is_no_longer_told_so_once_a_lower_rate_brings_it_back(small_config):
+    trainer = Trainer(small_config.replace(lr=1.0, report_every=1, epochs=1000))
+    steps = trainer.steps()
+    while not trainer.lost and trainer.step < 100:
+        next(steps)
+    trainer.set_lr(3e-2)
+    lost_at = trainer.step
+    while trainer.lost and trainer.step < 500:
+        next(steps)
+    assert lost_at < 100 and trainer.step < 500 and trainer.lost_note() is None
+
+
+@pytest.mark.parametrize("lr", [3e-3, 1e-5])
+def test_a_run_that_learns_or_sits_at_the_guess_is_not_told_it_is_lost(small_config, lr):
+    """A run that learns slowly stays near the guess's perplexity, above it as often as not."""
+    trainer = Trainer(small_config.replace(lr=lr, report_every=1))
+    notes = [trainer.lost_note() for report in trainer.steps() if report]
+    assert len(notes) > 2 * LOST_STEPS and not any(notes)
 
 
 def test_report_points_and_counters(small_config):
