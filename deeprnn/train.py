@@ -117,6 +117,7 @@ class Trainer:
         self.metrics, self.evals, self.events = BoundedHistory(), BoundedHistory(), []
         self.best: dict | None = None  # {"val_ppl", "step", "tokens", "weights"}
         self.lost = False  # doing worse than guessing: see LOST_STEPS
+        self._lost_at_lr = 0.0  # the rate when it got lost: a rate lowered since is not the one to blame
         self._weight_index = layer_weight_index(self.model)
         self._pending_losses: list[torch.Tensor] = []
         self._pending_norms: list[torch.Tensor] = []  # per step, every parameter's gradient norm
@@ -149,8 +150,8 @@ class Trainer:
         vocab = len(self.corpus.vocab)
         return (f"the training perplexity went past {LOST_MARGIN:g} times the {vocab} of guessing uniformly among the "
                 f"{vocab} tokens, and its average over the last {LOST_STEPS} steps is still above {vocab}: the model "
-                f"does worse than knowing nothing. A learning rate of {self.lr:.3g} is likely too high for it; a lower "
-                "one may bring it back.")
+                f"does worse than knowing nothing. It got lost at a learning rate of {self._lost_at_lr:.3g}, likely "
+                "too high for it; a lower one may bring it back.")
 
     def set_lr(self, lr: float) -> None:
         """Takes effect at the next step (as the new peak under a schedule); recorded as an event."""
@@ -310,7 +311,10 @@ class Trainer:
         window = [r["loss"] for r in itertools.takewhile(lambda r: r["step"] > last["step"] - LOST_STEPS,
                                                          self.metrics.newest_first())]
         loss = sum(window) / len(window)
-        self.lost = loss > math.log(LOST_MARGIN * vocab) or (self.lost and loss > math.log(vocab))
+        lost = loss > math.log(LOST_MARGIN * vocab) or (self.lost and loss > math.log(vocab))
+        if lost and not self.lost:
+            self._lost_at_lr = self.lr
+        self.lost = lost
 
     def _restore_good(self) -> None:
         self.model.load_state_dict(self._good[0])

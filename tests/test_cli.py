@@ -77,7 +77,7 @@ def test_a_run_that_does_worse_than_guessing_is_told_once_and_so_is_its_run_dire
     assert main(argv) == 0
     err = capsys.readouterr().err
     assert err.count("does worse than knowing nothing") == 1 and "\nwarning: the training perplexity went past" in err
-    assert "learning rate of 2 is likely too high" in read_run_dir(tmp_path / "run").notices[-1]
+    assert "lost at a learning rate of 2," in read_run_dir(tmp_path / "run").notices[-1]
 
 
 def test_preset_d2l_and_explicit_override(capsys):

@@ -35,7 +35,8 @@ def test_a_run_that_does_worse_than_guessing_is_told_so(small_config):
     assert all(note is None for step, note, _ in notes if step < LOST_STEPS)  # too few steps to tell
     told = [(note, notices) for _, note, notices in notes if note]
     vocab = len(lost.corpus.vocab)
-    assert told and f"past {LOST_MARGIN:g} times the {vocab} of guessing" in told[0][0] and "learning rate of 1 " in told[0][0]
+    assert told and f"past {LOST_MARGIN:g} times the {vocab} of guessing" in told[0][0]
+    assert "lost at a learning rate of 1," in told[0][0]
     assert told[0][1][-1] == told[0][0]  # among the run's notices, which the page shows
 
 
@@ -46,6 +47,8 @@ def test_a_lost_run_is_no_longer_told_so_once_a_lower_rate_brings_it_back(small_
         next(steps)
     trainer.set_lr(3e-2)
     lost_at = trainer.step
+    next(steps)
+    assert "lost at a learning rate of 1," in trainer.lost_note()  # not the rate that is to bring it back
     while trainer.lost and trainer.step < 500:
         next(steps)
     assert lost_at < 100 and trainer.step < 500 and trainer.lost_note() is None
