@@ -72,7 +72,7 @@ def test_every_setting_of_a_run_has_a_flag_that_says_its_range_and_default():
 
 
 def test_a_run_that_does_worse_than_guessing_is_told_once_and_so_is_its_run_directorys_reader(tmp_path, capsys):
-    """Told at every report point it was (the rate decays under the schedule, so the note's text changed)."""
+    """Once, not at each report point while it lasts."""
     argv = ["train", *TINY, "--lr", "2", "--schedule", "constant", "--report-every", "1", "--run-dir", str(tmp_path / "run")]
     assert main(argv) == 0
     err = capsys.readouterr().err
