@@ -39,6 +39,13 @@ LOST_MARGIN = 1.5
 RATE_WINDOW_S = 2.0
 
 
+def still_lost(mean_loss: float, vocab: int, was_lost: bool) -> bool:
+    """Lost once the mean loss goes past LOST_MARGIN uniform guesses; found again only under one guess, so
+    that a run near the line is not told and untold from point to point (the fast preset at a rate of 0.5
+    was told twice in its first 300 steps without this)."""
+    return mean_loss > math.log(LOST_MARGIN * vocab) or (was_lost and mean_loss > math.log(vocab))
+
+
 class Diverged(RuntimeError):
     def __init__(self, step: int):
         super().__init__(f"diverged at step {step}: the loss became NaN, infinite or exploded; "
@@ -303,16 +310,13 @@ class Trainer:
         return record
 
     def _judge_lost(self) -> None:
-        """Lost once the last LOST_STEPS steps' loss averages above LOST_MARGIN guesses; found again only
-        under one guess, so that a run near the line is not told and untold from point to point (the fast
-        preset at a rate of 0.5 was told twice in its first 300 steps without this)."""
-        last, vocab = self.metrics.last(), len(self.corpus.vocab)
+        """Whether the run is lost, by the mean loss of the report points of its last LOST_STEPS steps."""
+        last = self.metrics.last()
         if last["step"] < LOST_STEPS:
             return
         window = [r["loss"] for r in itertools.takewhile(lambda r: r["step"] > last["step"] - LOST_STEPS,
                                                          self.metrics.newest_first())]
-        loss = sum(window) / len(window)
-        lost = loss > math.log(LOST_MARGIN * vocab) or (self.lost and loss > math.log(vocab))
+        lost = still_lost(sum(window) / len(window), len(self.corpus.vocab), self.lost)
         if lost and not self.lost:
             self._lost_at_lr = self.lr
         self.lost = lost

@@ -10,7 +10,7 @@ from deeprnn.checkpoint import CheckpointError
 from deeprnn.config import ConfigError
 from deeprnn.generate import continue_text
 from deeprnn.graph import make_capturable
-from deeprnn.train import LOST_MARGIN, LOST_STEPS, RATE_WINDOW_S, Trainer, model_from_checkpoint
+from deeprnn.train import LOST_MARGIN, LOST_STEPS, RATE_WINDOW_S, Trainer, model_from_checkpoint, still_lost
 
 from repo import ROOT  # bench/repo.py, on the path from conftest
 
@@ -52,6 +52,15 @@ def test_a_lost_run_is_no_longer_told_so_once_a_lower_rate_brings_it_back(small_
     while trainer.lost and trainer.step < 500:
         next(steps)
     assert lost_at < 100 and trainer.step < 500 and trainer.lost_note() is None
+
+
+def test_a_lost_run_is_found_again_under_the_guess_not_under_the_line_that_lost_it():
+    vocab = 28
+    between = math.log(1.2 * vocab)  # worse than the guess, under LOST_MARGIN of them
+    assert LOST_MARGIN > 1.2
+    assert not still_lost(between, vocab, was_lost=False) and still_lost(between, vocab, was_lost=True)
+    assert still_lost(math.log(2 * vocab), vocab, was_lost=False)
+    assert not still_lost(math.log(0.9 * vocab), vocab, was_lost=True)
 
 
 @pytest.mark.parametrize("lr", [3e-3, 1e-5])
