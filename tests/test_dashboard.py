@@ -33,6 +33,15 @@ def test_page_loads_with_the_documented_controls(app):
     assert [fig["data"][0]["x"] for fig in figures(app)] == [[]]  # the curves, empty (see live_views)
 
 
+def test_a_run_that_does_worse_than_guessing_is_told_so_above_its_curves(app):
+    """A small model at a rate of 2: its loss stays finite (no divergence pauses it), far above the guess."""
+    for key, value in {"hidden": 16, "embedding": 8, "batch": 4, "steps": 8, "lr": 2.0}.items():
+        app.select_slider(key=key).set_value(value)
+    button(app, "Start").click()
+    rerun_until(app, lambda at: any("does worse than knowing nothing" in w.value for w in at.warning))
+    assert "running" in title(app)
+
+
 def test_the_probe_text_and_prefix_fields_stop_at_what_the_views_take(app):
     fields = {field.key: field.proto.max_chars for field in app.text_input if field.key in ("probe_text", "prefix")}
     assert fields == {"prefix": 200}  # before the first Start, only the samples' prefix is on the page
