@@ -47,9 +47,10 @@ def still_lost(mean_loss: float, vocab: int, was_lost: bool) -> bool:
 
 
 class Diverged(RuntimeError):
-    def __init__(self, step: int):
-        super().__init__(f"diverged at step {step}: the loss became NaN, infinite or exploded; "
-                         f"the last good weights are kept; lowered learning rate suggested")
+    def __init__(self, step: int, good_step: int = 0):
+        kept = f"those of step {good_step}, the last good ones" if good_step else "the ones it started with"
+        super().__init__(f"diverged at step {step}: the loss became NaN, infinite or exploded; the weights went "
+                         f"back to {kept}; lowered learning rate suggested")
         self.step = step
 
 
@@ -293,7 +294,8 @@ class Trainer:
         bad = ~torch.isfinite(losses) | ~torch.isfinite(norms) | (losses > ceiling)
         if bad.any():
             self._restore_good()
-            raise Diverged(first_step + int(bad.nonzero()[0]))
+            good = self.metrics.last()  # the report point whose weights _good holds
+            raise Diverged(first_step + int(bad.nonzero()[0]), good["step"] if good else 0)
         tokens, seconds = self._last_report
         loss = float(losses.mean())
         record = {"step": self.step, "epoch": self.epoch, "tokens": self.tokens,
