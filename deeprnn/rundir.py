@@ -244,6 +244,8 @@ def _metrics_tail(path: Path) -> MetricsTail:
 def read_run_dir(path) -> Snapshot:
     """The run directory as a Snapshot, for the same views as a run in this process."""
     path = Path(path)
+    if path.is_file():  # such as the run's own config.json, or a checkpoint
+        raise RunDirError(f"{path} is a file, not a run directory: name the folder that holds its config.json")
     if not path.is_dir():
         raise RunDirError(f"no such directory: {path}")
     if not (path / "config.json").is_file():

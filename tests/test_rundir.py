@@ -64,6 +64,12 @@ def test_watching_a_growing_run_parses_only_the_lines_it_has_not_read(run_dir, m
     assert grown.metrics[:-3] == first.metrics and grown.evals == first.evals
 
 
+def test_a_file_given_for_a_run_directory_is_named_as_a_file(run_dir):
+    """It was told "no such directory", though the path was there."""
+    with pytest.raises(rundir.RunDirError, match="config.json is a file, not a run directory: name the folder"):
+        read_run_dir(run_dir / "config.json")
+
+
 def test_a_half_written_line_waits_for_its_end(run_dir):
     last = steps(read_run_dir(run_dir))[-1]
     line = train_rows(last + 1, 1)
