@@ -19,6 +19,10 @@ from deeprnn.tabs import Tab, TabSessions
 
 st.set_page_config(page_title="deeprnn: watch a deep RNN learn", layout="wide")
 state = st.session_state
+# For a widget drawn only sometimes (a view's controls, the pasted text) or in a fragment: Streamlit forgets
+# the value of a widget a run does not draw. Watching an unreadable run directory reverted the probe text
+# to its default, and a prefix edited meanwhile failed on the missing probe text.
+KEPT = "session"
 
 
 @st.cache_resource(show_spinner=False)
@@ -155,7 +159,7 @@ with st.sidebar:
     if state.corpus_source == "upload":
         st.file_uploader("Text file", type=["txt"], key="upload")
     elif state.corpus_source == "paste":
-        st.text_area("Your text", key="pasted", height=120, placeholder="Paste a few thousand characters…")
+        st.text_area("Your text", key="pasted", persist_state=KEPT, height=120, placeholder="Paste a few thousand characters…")
     st.radio("Tokens", list(ctl.TOKEN_LABELS), format_func=ctl.TOKEN_LABELS.get, key="tokens",
              horizontal=True, on_change=restart_if_running)
     st.radio("Cleaning", list(ctl.CLEANING_LABELS), format_func=ctl.CLEANING_LABELS.get, key="preprocess",
@@ -269,10 +273,10 @@ def status_bar(snap):
 def curves(snap):
     st.subheader("Learning curves")
     x_col, metric_col, log_col = st.columns(3)
-    x = x_col.radio("x axis", ["tokens", "seconds"], horizontal=True, key="curve_x")
-    metric = metric_col.radio("show", ["ppl", "loss"], horizontal=True, key="curve_metric",
+    x = x_col.radio("x axis", ["tokens", "seconds"], horizontal=True, key="curve_x", persist_state=KEPT)
+    metric = metric_col.radio("show", ["ppl", "loss"], horizontal=True, key="curve_metric", persist_state=KEPT,
                               format_func={"ppl": "perplexity", "loss": "loss"}.get)
-    log_y = log_col.toggle("log scale", value=True, key="curve_log")
+    log_y = log_col.toggle("log scale", value=True, key="curve_log", persist_state=KEPT)
     # Drawn even before the first point: the new run's points then update a chart on screen instead
     # of creating one, which took the browser up to two seconds more.
     chart("curves", charts.curves_figure, snap, x, metric, log_y)
@@ -285,9 +289,9 @@ def samples(snap):
     st.subheader("The model writes")
     # A row that wraps: in two fixed columns on a laptop's screen "Temperature" broke over two lines.
     row = st.container(horizontal=True)
-    row.text_input("Prefix", key="prefix", on_change=apply_views, max_chars=MAX_TEXT_CHARS["prefix"])
-    row.slider("Temperature", 0.1, 2.0, step=0.1, key="temperature", on_change=apply_views)
-    st.toggle("Best weights ★", key="use_best", on_change=apply_views, disabled=snap.best is None,
+    row.text_input("Prefix", key="prefix", persist_state=KEPT, on_change=apply_views, max_chars=MAX_TEXT_CHARS["prefix"])
+    row.slider("Temperature", 0.1, 2.0, step=0.1, key="temperature", persist_state=KEPT, on_change=apply_views)
+    st.toggle("Best weights ★", key="use_best", persist_state=KEPT, on_change=apply_views, disabled=snap.best is None,
               help="Write with the weights kept at the lowest held-out perplexity so far, marked ★ on the curve.")
     prefix_note, greedy_place, sampled_place = places(3)
     if not snap.samples:
@@ -312,11 +316,11 @@ def heatmaps(snap):
     """The hidden states' heatmaps; returns the first probe token they show, which the gates' show too."""
     st.subheader("Hidden states, layer by layer")
     text_col, what_col, units_col, count_col = st.columns([4, 2, 2, 2])
-    text_col.text_input("Probe text", key="probe_text", on_change=apply_views, max_chars=MAX_TEXT_CHARS["probe_text"])
+    text_col.text_input("Probe text", key="probe_text", persist_state=KEPT, on_change=apply_views, max_chars=MAX_TEXT_CHARS["probe_text"])
     states = what_col.radio("states", ["hidden", "cell"] if snap.config.cell == "lstm" else ["hidden"],
-                            horizontal=True, key="heatmap_states")
-    how = units_col.selectbox("units shown", ["most active", "first"], key="heatmap_units")
-    count = count_col.select_slider("how many", [8, 16, 32, 64], key="heatmap_count")
+                            horizontal=True, key="heatmap_states", persist_state=KEPT)
+    how = units_col.selectbox("units shown", ["most active", "first"], key="heatmap_units", persist_state=KEPT)
+    count = count_col.select_slider("how many", [8, 16, 32, 64], key="heatmap_count", persist_state=KEPT)
     caption_place, window_place, chart_place = places(3)
     if not snap.probe:
         return 0
@@ -337,7 +341,7 @@ def probe_window(tokens, place) -> int:
         return 0
     if state.get("probe_from", 0) >= len(tokens):  # a shorter probe than the last
         state.probe_from = 0
-    return place.slider("From token", 0, len(tokens) - 1, key="probe_from",
+    return place.slider("From token", 0, len(tokens) - 1, key="probe_from", persist_state=KEPT,
                         help="The heatmaps show the probe text a window at a time.")
 
 
@@ -366,16 +370,16 @@ def inside_the_network(snap, start):
     """Its controls follow the run's config and are drawn before its first probe too: Streamlit forgets a
     widget that is not drawn, and the page went back to Gates whenever Layers started a new run."""
     st.subheader("Inside the network")
-    view = st.radio("View", INSIDE_VIEWS, horizontal=True, key="inside_view", label_visibility="collapsed")
+    view = st.radio("View", INSIDE_VIEWS, horizontal=True, key="inside_view", persist_state=KEPT, label_visibility="collapsed")
     probe, cell = snap.probe, snap.config.cell
     first, second, third = places(3)  # as many as the fullest view draws: a view switch leaves nothing behind
     if view == "Gates":
-        gate = first.radio("Gate", introspect.GATES[cell], horizontal=True, key="gate")
+        gate = first.radio("Gate", introspect.GATES[cell], horizontal=True, key="gate", persist_state=KEPT)
         if probe:
             chart("gates_chart", charts.gates_figure, probe, gate, state.heatmap_count, state.heatmap_units, start,
                   container=second)
     elif view == "Saturation":
-        gate = first.radio("Saturation of", introspect.saturation_gates(cell), horizontal=True, key="saturation_gate")
+        gate = first.radio("Saturation of", introspect.saturation_gates(cell), horizontal=True, key="saturation_gate", persist_state=KEPT)
         scatter_col, history_col = second.container().columns(2)
         if probe:
             chart("saturation_chart", charts.saturation_figure, probe, cell, gate, container=scatter_col)
@@ -399,10 +403,10 @@ INSIDE_VIEWS = ["Gates", "Saturation", "Gradient flow", "Interpretable units"]
 def interpretable_units(probe, tokens, question_place, problem_place, answer_place):
     pattern_col, regex_col = question_place.container().columns(2)
     pattern = pattern_col.selectbox("Find units that track", [*introspect.finder_patterns(tokens),
-                                                              "a regular expression"], key="finder_pattern")
+                                                              "a regular expression"], key="finder_pattern", persist_state=KEPT)
     regex_place, = places(1, container=regex_col)
     if pattern == "a regular expression":
-        pattern = regex_place.text_input("Regular expression over the probe text", value="[aeiou]", key="finder_regex")
+        pattern = regex_place.text_input("Regular expression over the probe text", value="[aeiou]", key="finder_regex", persist_state=KEPT)
     if not probe:
         return
     try:
@@ -427,8 +431,8 @@ def interpretable_units(probe, tokens, question_place, problem_place, answer_pla
     table_col.caption("Pick a row to show that unit.")
     with viewer_col:
         layer_col, unit_col = st.columns(2)
-        layer = layer_col.number_input("Layer", 1, len(probe.hidden), key="unit_layer")
-        unit = unit_col.number_input("Unit", 0, probe.hidden[0].shape[1] - 1, key="unit_index")
+        layer = layer_col.number_input("Layer", 1, len(probe.hidden), key="unit_layer", persist_state=KEPT)
+        unit = unit_col.number_input("Unit", 0, probe.hidden[0].shape[1] - 1, key="unit_index", persist_state=KEPT)
         st.html(charts.unit_text_html(probe.tokens, probe.hidden[layer - 1][:, unit], probe.separator))
         st.caption(f"The probe text coloured by layer {layer}, unit {unit}: red positive, blue negative.")
 

@@ -293,6 +293,38 @@ def test_the_chosen_views_stay_when_layers_start_a_new_run(app):
     assert app.radio(key="inside_view").value == "Saturation" and app.radio(key="saturation_gate").value == "output"
 
 
+def test_the_views_settings_outlive_a_watched_directory_that_cannot_be_read(app):
+    """Its page draws no probe views, and Streamlit forgot what their controls held: the probe text went
+    back to its default, and the next prefix sent that to the session."""
+    button(app, "Start").click()
+    rerun_until(app, lambda at: any(t.key == "probe_text" for t in at.text_input))
+    app.text_input(key="probe_text").set_value("time machine time machine").run()
+    app.select_slider(key="heatmap_count").set_value(16).run()
+    app.text_input(key="watch_dir").set_value("/nonexistent").run()
+    app.text_input(key="prefix").set_value("the").run()
+    app.text_input(key="watch_dir").set_value("").run()
+    assert not app.exception
+    assert app.text_input(key="probe_text").value == "time machine time machine"
+    assert app.select_slider(key="heatmap_count").value == 16
+
+
+def test_a_views_choice_stays_when_the_user_looks_at_another_view_and_back(app):
+    button(app, "Start").click()
+    rerun_until(app, lambda at: any(r.key == "gate" for r in at.radio))
+    app.radio(key="gate").set_value("forget").run()
+    app.radio(key="inside_view").set_value("Saturation").run()
+    app.radio(key="inside_view").set_value("Gates").run()
+    assert app.radio(key="gate").value == "forget"
+
+
+def test_pasted_text_stays_when_the_corpus_is_switched_away_and_back(app):
+    app.radio(key="corpus_source").set_value("paste").run()
+    app.text_area(key="pasted").set_value("a text of my own " * 20).run()
+    app.radio(key="corpus_source").set_value("timemachine").run()
+    app.radio(key="corpus_source").set_value("paste").run()
+    assert app.text_area(key="pasted").value == "a text of my own " * 20
+
+
 def unit_text(at) -> str:
     """The text of "Interpretable units", as its coloured spans read ("" while it is not drawn)."""
     body = next((h.proto.body for h in at.get("html") if "<span" in h.proto.body), "")
