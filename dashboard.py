@@ -159,7 +159,8 @@ with st.sidebar:
     if state.corpus_source == "upload":
         st.file_uploader("Text file", type=["txt"], key="upload")
     elif state.corpus_source == "paste":
-        st.text_area("Your text", key="pasted", persist_state=KEPT, height=120, placeholder="Paste a few thousand characters…")
+        st.text_area("Your text", key="pasted", persist_state=KEPT, height=120,
+                     placeholder="Paste a few thousand characters…")
     st.radio("Tokens", list(ctl.TOKEN_LABELS), format_func=ctl.TOKEN_LABELS.get, key="tokens",
              horizontal=True, on_change=restart_if_running)
     st.radio("Cleaning", list(ctl.CLEANING_LABELS), format_func=ctl.CLEANING_LABELS.get, key="preprocess",
@@ -316,7 +317,8 @@ def heatmaps(snap):
     """The hidden states' heatmaps; returns the first probe token they show, which the gates' show too."""
     st.subheader("Hidden states, layer by layer")
     text_col, what_col, units_col, count_col = st.columns([4, 2, 2, 2])
-    text_col.text_input("Probe text", key="probe_text", persist_state=KEPT, on_change=apply_views, max_chars=MAX_TEXT_CHARS["probe_text"])
+    text_col.text_input("Probe text", key="probe_text", persist_state=KEPT, on_change=apply_views,
+                        max_chars=MAX_TEXT_CHARS["probe_text"])
     states = what_col.radio("states", ["hidden", "cell"] if snap.config.cell == "lstm" else ["hidden"],
                             horizontal=True, key="heatmap_states", persist_state=KEPT)
     how = units_col.selectbox("units shown", ["most active", "first"], key="heatmap_units", persist_state=KEPT)
@@ -370,7 +372,8 @@ def inside_the_network(snap, start):
     """Its controls follow the run's config and are drawn before its first probe too: Streamlit forgets a
     widget that is not drawn, and the page went back to Gates whenever Layers started a new run."""
     st.subheader("Inside the network")
-    view = st.radio("View", INSIDE_VIEWS, horizontal=True, key="inside_view", persist_state=KEPT, label_visibility="collapsed")
+    view = st.radio("View", INSIDE_VIEWS, horizontal=True, key="inside_view", persist_state=KEPT,
+                    label_visibility="collapsed")
     probe, cell = snap.probe, snap.config.cell
     first, second, third = places(3)  # as many as the fullest view draws: a view switch leaves nothing behind
     if view == "Gates":
@@ -379,7 +382,8 @@ def inside_the_network(snap, start):
             chart("gates_chart", charts.gates_figure, probe, gate, state.heatmap_count, state.heatmap_units, start,
                   container=second)
     elif view == "Saturation":
-        gate = first.radio("Saturation of", introspect.saturation_gates(cell), horizontal=True, key="saturation_gate", persist_state=KEPT)
+        gate = first.radio("Saturation of", introspect.saturation_gates(cell), horizontal=True, key="saturation_gate",
+                           persist_state=KEPT)
         scatter_col, history_col = second.container().columns(2)
         if probe:
             chart("saturation_chart", charts.saturation_figure, probe, cell, gate, container=scatter_col)
@@ -402,11 +406,12 @@ INSIDE_VIEWS = ["Gates", "Saturation", "Gradient flow", "Interpretable units"]
 
 def interpretable_units(probe, tokens, question_place, problem_place, answer_place):
     pattern_col, regex_col = question_place.container().columns(2)
-    pattern = pattern_col.selectbox("Find units that track", [*introspect.finder_patterns(tokens),
-                                                              "a regular expression"], key="finder_pattern", persist_state=KEPT)
+    pattern = pattern_col.selectbox("Find units that track", [*introspect.finder_patterns(tokens), "a regular expression"],
+                                    key="finder_pattern", persist_state=KEPT)
     regex_place, = places(1, container=regex_col)
     if pattern == "a regular expression":
-        pattern = regex_place.text_input("Regular expression over the probe text", value="[aeiou]", key="finder_regex", persist_state=KEPT)
+        pattern = regex_place.text_input("Regular expression over the probe text", value="[aeiou]", key="finder_regex",
+                                         persist_state=KEPT)
     if not probe:
         return
     try:
