@@ -124,8 +124,9 @@ class Trainer:
         self.train_seconds = 0.0
         self.metrics, self.evals, self.events = BoundedHistory(), BoundedHistory(), []
         self.best: dict | None = None  # {"val_ppl", "step", "tokens", "weights"}
-        self.lost = False  # doing worse than guessing: see LOST_STEPS
-        self._lost_at_lr = 0.0  # the rate when it got lost: a rate lowered since is not the one to blame
+        # The rate when the run got lost (see LOST_STEPS), None while it is not: a rate lowered since is not
+        # the one to blame.
+        self._lost_at_lr: float | None = None
         self._weight_index = layer_weight_index(self.model)
         self._pending_losses: list[torch.Tensor] = []
         self._pending_norms: list[torch.Tensor] = []  # per step, every parameter's gradient norm
@@ -143,6 +144,11 @@ class Trainer:
     @property
     def lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])  # a device tensor when the step is a CUDA graph
+
+    @property
+    def lost(self) -> bool:
+        """Doing worse than guessing: see LOST_STEPS."""
+        return self._lost_at_lr is not None
 
     @property
     def notices(self) -> tuple[str, ...]:
@@ -318,10 +324,10 @@ class Trainer:
             return
         window = [r["loss"] for r in itertools.takewhile(lambda r: r["step"] > last["step"] - LOST_STEPS,
                                                          self.metrics.newest_first())]
-        lost = still_lost(sum(window) / len(window), len(self.corpus.vocab), self.lost)
-        if lost and not self.lost:
+        if not still_lost(sum(window) / len(window), len(self.corpus.vocab), self.lost):
+            self._lost_at_lr = None
+        elif self._lost_at_lr is None:
             self._lost_at_lr = self.lr
-        self.lost = lost
 
     def _restore_good(self) -> None:
         self.model.load_state_dict(self._good[0])
