@@ -369,8 +369,9 @@ def probe_views():
 
 
 def inside_the_network(snap, start):
-    """Its controls follow the run's config and are drawn before its first probe too: Streamlit forgets a
-    widget that is not drawn, and the page went back to Gates whenever Layers started a new run."""
+    """Its controls follow the run's config and are drawn before its first probe too, so that a new run (from
+    Layers) keeps the chosen view on screen. (Drawn only with a probe, they had also lost their values, as
+    every widget a run does not draw did before KEPT.)"""
     st.subheader("Inside the network")
     view = st.radio("View", INSIDE_VIEWS, horizontal=True, key="inside_view", persist_state=KEPT,
                     label_visibility="collapsed")
