@@ -31,7 +31,8 @@ ARCHITECTURE_FIELDS = ("corpus", "tokens", "preprocess", "min_freq", "max_vocab"
 DIVERGED_LOSS_FACTOR = 10
 # A run whose training loss over this many steps averages above LOST_MARGIN times the perplexity of a
 # uniform guess is lost, not learning. The presets' first steps overshoot for two or three steps and recover
-# (the best preset's GRU to 2.3 times the guess); a run still at its start, learning slowly, sits at the guess.
+# (the best preset's GRU to 2.3 times the guess: bench/lost_runs.py); a run still at its start, learning slowly,
+# sits at the guess.
 LOST_STEPS = 10
 LOST_MARGIN = 1.5
 # The speed a run shows is taken over its latest report points spanning this much training time:
@@ -42,7 +43,7 @@ RATE_WINDOW_S = 2.0
 def still_lost(mean_loss: float, vocab: int, was_lost: bool) -> bool:
     """Lost once the mean loss goes past LOST_MARGIN uniform guesses; found again only under one guess, so
     that a run near the line is not told and untold from point to point (the fast preset at a rate of 0.5
-    was told twice in its first 300 steps without this)."""
+    was told twice in its first 300 steps without this: bench/lost_runs.py)."""
     return mean_loss > math.log(LOST_MARGIN * vocab) or (was_lost and mean_loss > math.log(vocab))
 
 
