@@ -491,14 +491,15 @@ def manage(runs):
         if state.get("manage_seen") != list(labels):  # a run started or was deleted: the newest is the one wanted
             state.export_run, state.manage_seen = runs[-1].run_id, list(labels)
         run_id = st.selectbox("Run", list(labels), format_func=labels.get, key="export_run")
+        chosen = session.run_snapshot(run_id)
         csv_col, ckpt_col, best_col, delete_col, clear_col = st.columns(5)
         csv_col.download_button("Metrics CSV", data=lambda: session.export_csv(run_id),
                                 file_name=f"deeprnn-run{run_id}.csv", mime="text/csv")
         ckpt_col.download_button("Checkpoint", data=lambda: session.export_checkpoint(run_id),
-                                 file_name=f"deeprnn-run{run_id}.pt")
+                                 file_name=f"deeprnn-run{run_id}.pt", disabled=not chosen.has_weights)
         best_col.download_button("Best weights", data=lambda: session.export_checkpoint(run_id, best=True),
                                  file_name=f"deeprnn-run{run_id}-best.pt",
-                                 disabled=session.run_snapshot(run_id).best is None)
+                                 disabled=chosen.best is None)
         # The whole page after these: either may stop the active run, which the sidebar's buttons show.
         if delete_col.button("Delete run"):
             session.delete_run(run_id)

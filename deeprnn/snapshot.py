@@ -63,6 +63,11 @@ class Snapshot:
         return self.status in ("starting", "running", "paused")
 
     @property
+    def has_weights(self) -> bool:
+        """False for a run that failed before its model was built (a text too short): nothing to export."""
+        return self.parameters > 0
+
+    @property
     def best_val_ppl(self) -> float | None:
         return self.best["val_ppl"] if self.best else None
 

@@ -177,6 +177,18 @@ def test_empty_upload_shows_an_error_and_the_page_keeps_working(app):
     assert not any(m.value == "Compare runs" for m in app.subheader)  # and nothing to compare
 
 
+def test_a_run_that_failed_before_its_model_was_built_offers_no_checkpoint(app):
+    """A click on an enabled "Checkpoint" of such a run raised in the server and downloaded nothing."""
+    app.radio(key="corpus_source").set_value("paste").run()
+    app.text_area(key="pasted").set_value("too short").run()
+    button(app, "Start").click().run()
+    rerun_until(app, lambda at: any("needs at least" in e.value for e in at.error))
+    app.session_state["manage_open"] = True
+    app.run()
+    downloads = {d.proto.label: d.proto.disabled for d in app.get("download_button")}
+    assert downloads == {"Metrics CSV": False, "Checkpoint": True, "Best weights": True}
+
+
 def test_runs_are_written_under_a_folder_only_once_it_can_be_written(app, tmp_path):
     a_file = tmp_path / "a-file"
     a_file.write_text("not a folder")
