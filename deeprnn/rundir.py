@@ -158,7 +158,18 @@ def _complete_lines(data: bytes) -> tuple[list[dict], int]:
     """The rows of the complete lines in `data` and the bytes they take; a half-written last line is
     left for later."""
     complete = data[: data.rfind(b"\n") + 1]
-    return [json.loads(line) for line in complete.splitlines()], len(complete)
+    return [_metrics_row(line) for line in complete.splitlines()], len(complete)
+
+
+def _metrics_row(line: bytes) -> dict:
+    try:
+        row = json.loads(line)
+    except ValueError:
+        row = None
+    if not (isinstance(row, dict) and row.get("kind") in ("train", "eval", "event")
+            and (row["kind"] == "event" or isinstance(row.get("step"), int))):
+        raise ValueError(f"a line of metrics.jsonl is not one deeprnn writes: {line[:60].decode(errors='replace')}")
+    return row
 
 
 def _by_kind(rows: list[dict]) -> dict[str, list]:
@@ -241,6 +252,56 @@ def _metrics_tail(path: Path) -> MetricsTail:
     return MetricsTail(path)
 
 
+def _read_json(path: Path) -> dict:
+    """A JSON object from a file; anything else is a ValueError that names the file."""
+    try:
+        value = json.loads(path.read_text())
+    except ValueError as err:
+        raise ValueError(f"{path.name} is not JSON ({err})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path.name} holds {json.dumps(value)[:40]}, not the object deeprnn writes")
+    return value
+
+
+NUMBER = (int, float)
+STATUS_TYPES = {"status": str, "message": (str, type(None)), "epoch": int, "step": int, "tokens": int,
+                "tokens_per_s": NUMBER, "elapsed": NUMBER, "device": str, "processes": int, "parameters": int,
+                "notices": list, "best": (dict, type(None))}
+BEST_TYPES = {"val_ppl": NUMBER, "step": int, "tokens": int}
+SAMPLES_TYPES = {"step": int, "prefix": str, "temperature": NUMBER, "greedy": str, "sampled": str, "from_best": bool}
+
+
+def _read_status(path: Path) -> dict:
+    """status.json's fields, each of the type the writer gives it (the page formats them as such);
+    none before the run's first write."""
+    if not path.is_file():
+        return {}
+    status = _read_json(path)
+    wrong = _wrongly_typed(status, STATUS_TYPES)
+    if not wrong and status.get("best"):
+        wrong = _wrongly_typed(status["best"], BEST_TYPES, required=BEST_TYPES) and "best"
+    if not wrong and not all(isinstance(notice, str) for notice in status.get("notices", ())):
+        wrong = "notices"
+    if wrong:
+        raise ValueError(f"status.json's {wrong} is not what deeprnn writes")
+    return status
+
+
+def _read_samples(path: Path) -> Samples | None:
+    if not path.is_file():
+        return None
+    samples = _read_json(path)
+    if wrong := _wrongly_typed(samples, SAMPLES_TYPES, required=SAMPLES_TYPES.keys() - {"from_best"}):
+        raise ValueError(f"samples.json's {wrong} is not what deeprnn writes")
+    return Samples(**{name: samples[name] for name in SAMPLES_TYPES if name in samples})
+
+
+def _wrongly_typed(values: dict, types: dict, required=()) -> str | None:
+    """The first field missing or of another type than the writer gives it; fields of later versions pass."""
+    return next((name for name in required if name not in values), None) or \
+        next((name for name, kind in types.items() if name in values and not isinstance(values[name], kind)), None)
+
+
 def read_run_dir(path) -> Snapshot:
     """The run directory as a Snapshot, for the same views as a run in this process."""
     path = Path(path)
@@ -251,10 +312,10 @@ def read_run_dir(path) -> Snapshot:
     if not (path / "config.json").is_file():
         raise RunDirError(f"{path} is not a deeprnn run directory (no config.json)")
     try:
-        config = RunConfig.from_dict(json.loads((path / "config.json").read_text()))
-        status = json.loads((path / "status.json").read_text()) if (path / "status.json").is_file() else {}
+        config = RunConfig.from_dict(_read_json(path / "config.json"))
+        status = _read_status(path / "status.json")
         rows = _metrics_tail((path / "metrics.jsonl").resolve()).read()
-        samples = Samples(**json.loads((path / "samples.json").read_text())) if (path / "samples.json").is_file() else None
+        samples = _read_samples(path / "samples.json")
         probe = _read_probe(path / "probe.npz")
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise RunDirError(f"{path} could not be read: {err}") from err

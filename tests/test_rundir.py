@@ -70,6 +70,36 @@ def test_a_file_given_for_a_run_directory_is_named_as_a_file(run_dir):
         read_run_dir(run_dir / "config.json")
 
 
+@pytest.mark.parametrize("status", ['[]', '"running"', '{"step": "x"}', '{"status": 5}', '{"notices": 7}',
+                                    '{"notices": [1]}', '{"best": {"step": 3}}', '{"tokens_per_s": "fast"}'])
+def test_a_status_file_not_as_deeprnn_writes_it_is_named_not_drawn(run_dir, status):
+    """Read as it was, a list raised AttributeError in the page, and a step of "x" failed in the status line."""
+    (run_dir / "status.json").write_text(status)
+    with pytest.raises(rundir.RunDirError, match="status.json"):
+        read_run_dir(run_dir)
+
+
+@pytest.mark.parametrize("samples", ['null', '{"step": 1, "greedy": 5}', '{"step": "a", "prefix": "", "temperature": 1, '
+                                     '"greedy": "", "sampled": ""}'])
+def test_samples_not_as_deeprnn_writes_them_are_named_not_drawn(run_dir, samples):
+    (run_dir / "samples.json").write_text(samples)
+    with pytest.raises(rundir.RunDirError, match="samples.json"):
+        read_run_dir(run_dir)
+
+
+def test_fields_a_later_version_adds_are_read_past(run_dir):
+    for name in ("status.json", "samples.json"):
+        (run_dir / name).write_text(json.dumps({**json.loads((run_dir / name).read_text()), "added_later": [1]}))
+    assert read_run_dir(run_dir).samples.greedy
+
+
+@pytest.mark.parametrize("line", ["[1]", '"train"', "7"])
+def test_a_metrics_line_that_is_not_a_record_is_named_not_drawn(run_dir, line):
+    append(run_dir, line + "\n")
+    with pytest.raises(rundir.RunDirError, match="metrics.jsonl"):
+        read_run_dir(run_dir)
+
+
 def test_a_half_written_line_waits_for_its_end(run_dir):
     last = steps(read_run_dir(run_dir))[-1]
     line = train_rows(last + 1, 1)
