@@ -26,6 +26,7 @@ from .atomic import write_atomically
 from .checkpoint import writable_folder
 from .config import RunConfig
 from .history import BoundedHistory
+from .introspect import GATES
 from .snapshot import Probe, Samples, Snapshot, run_name
 from .train import Trainer
 
@@ -302,6 +303,20 @@ def _wrongly_typed(values: dict, types: dict, required=()) -> str | None:
         next((name for name, kind in types.items() if name in values and not isinstance(values[name], kind)), None)
 
 
+def _misfit(probe: Probe, config: RunConfig) -> str | None:
+    """What in a probe differs from what the run's views take: a (tokens x units) array of floats for
+    every layer's states and each of its cell's gates."""
+    if len(probe.hidden) != config.layers:
+        return f"{len(probe.hidden)} layers of states for a {config.layers}-layer model"
+    if any(set(gates) != set(GATES[config.cell]) for gates in probe.gates):
+        return f"its gates are not the {config.cell.upper()}'s {', '.join(GATES[config.cell])}"
+    arrays = [*probe.hidden, *(probe.cell or ()), *(a for gates in probe.gates for a in gates.values())]
+    shape = (len(probe.tokens), config.hidden)
+    if any(a.shape != shape or not np.issubdtype(a.dtype, np.floating) for a in arrays):
+        return f"its arrays are not all {shape[0]} tokens x {shape[1]} units of numbers"
+    return None
+
+
 def read_run_dir(path) -> Snapshot:
     """The run directory as a Snapshot, for the same views as a run in this process."""
     path = Path(path)
@@ -317,6 +332,8 @@ def read_run_dir(path) -> Snapshot:
         rows = _metrics_tail((path / "metrics.jsonl").resolve()).read()
         samples = _read_samples(path / "samples.json")
         probe = _read_probe(path / "probe.npz")
+        if probe and (problem := _misfit(probe, config)):
+            raise ValueError(f"probe.npz does not fit the run: {problem}")
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise RunDirError(f"{path} could not be read: {err}") from err
     return Snapshot(

@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 
+import numpy as np
 import pytest
 
 from deeprnn import rundir
@@ -91,6 +92,27 @@ def test_fields_a_later_version_adds_are_read_past(run_dir):
     for name in ("status.json", "samples.json"):
         (run_dir / name).write_text(json.dumps({**json.loads((run_dir / name).read_text()), "added_later": [1]}))
     assert read_run_dir(run_dir).samples.greedy
+
+
+PROBE_DAMAGE = {
+    "a layer's states of one dimension": lambda arrays: arrays.update(hidden_0=arrays["hidden_0"][:, 0]),
+    "fewer steps than tokens": lambda arrays: arrays.update(hidden_0=arrays["hidden_0"][:3]),
+    "a gate of text": lambda arrays: arrays.update(gate_1_forget=np.full(arrays["hidden_1"].shape, "a")),
+    "a gate missing": lambda arrays: arrays.pop("gate_0_output"),
+    "a layer missing": lambda arrays: [arrays.pop(k) for k in list(arrays) if k.endswith("_1") or "_1_" in k],
+}
+
+
+@pytest.mark.parametrize("damage", PROBE_DAMAGE)
+def test_a_probe_that_does_not_fit_its_run_is_named_not_drawn(run_dir, damage):
+    """Drawn as it was, each but the missing layer raised in the page's heatmaps, gates or unit finder; with
+    a layer missing, the page showed a 2-layer run as one of 1 layer."""
+    with np.load(run_dir / "probe.npz") as data:
+        arrays = dict(data)
+    PROBE_DAMAGE[damage](arrays)
+    np.savez(run_dir / "probe.npz", **arrays)
+    with pytest.raises(rundir.RunDirError, match="probe.npz"):
+        read_run_dir(run_dir)
 
 
 @pytest.mark.parametrize("line", ["[1]", '"train"', "7"])
