@@ -150,6 +150,20 @@ def _read_probe(path: Path) -> Probe | None:
                      tuple(data[f"hidden_{i}"] for i in range(layers)), cell, gates, separator)
 
 
+# What deeprnn writes, field by field: a watched directory is checked against it before the page draws it.
+NUMBER = (int, float)
+STATUS_TYPES = {"status": str, "message": (str, type(None)), "epoch": int, "step": int, "tokens": int,
+                "tokens_per_s": NUMBER, "elapsed": NUMBER, "device": str, "processes": int, "parameters": int,
+                "notices": list, "best": (dict, type(None))}
+BEST_TYPES = {"val_ppl": NUMBER, "step": int, "tokens": int}
+ROW_TYPES = {"train": {"step": int, "tokens": int, "seconds": NUMBER, "loss": NUMBER, "ppl": NUMBER},
+             "eval": {"step": int, "tokens": int, "seconds": NUMBER, "val_loss": NUMBER, "val_ppl": NUMBER},
+             "event": {"event": dict}}
+GRADIENT_TYPES = {"grad_norm": NUMBER, "grad_ih": list, "grad_hh": list}  # in a train row, all or none
+EVENT_TYPES = {"step": int, "kind": str, "value": NUMBER}
+SAMPLES_TYPES = {"step": int, "prefix": str, "temperature": NUMBER, "greedy": str, "sampled": str, "from_best": bool}
+
+
 def read_metrics(path: Path) -> dict[str, list]:
     """Complete lines of metrics.jsonl by kind; a half-written last line is left for later."""
     return _by_kind(_complete_lines(path.read_bytes())[0] if path.is_file() else [])
@@ -167,10 +181,19 @@ def _metrics_row(line: bytes) -> dict:
         row = json.loads(line)
     except ValueError:
         row = None
-    if not (isinstance(row, dict) and row.get("kind") in ("train", "eval", "event")
-            and (row["kind"] == "event" or isinstance(row.get("step"), int))):
+    if not _is_metrics_row(row):
         raise ValueError(f"a line of metrics.jsonl is not one deeprnn writes: {line[:60].decode(errors='replace')}")
     return row
+
+
+def _is_metrics_row(row) -> bool:
+    """Whether a row has every field the page's charts read, of the type the writer gives it."""
+    if not isinstance(row, dict) or row.get("kind") not in ROW_TYPES:
+        return False
+    types = {**ROW_TYPES[row["kind"]], **(GRADIENT_TYPES if "grad_ih" in row else {})}
+    if _wrongly_typed(row, types, required=types):
+        return False
+    return row["kind"] != "event" or not _wrongly_typed(row["event"], EVENT_TYPES, required=EVENT_TYPES)
 
 
 def _by_kind(rows: list[dict]) -> dict[str, list]:
@@ -262,14 +285,6 @@ def _read_json(path: Path) -> dict:
     if not isinstance(value, dict):
         raise ValueError(f"{path.name} holds {json.dumps(value)[:40]}, not the object deeprnn writes")
     return value
-
-
-NUMBER = (int, float)
-STATUS_TYPES = {"status": str, "message": (str, type(None)), "epoch": int, "step": int, "tokens": int,
-                "tokens_per_s": NUMBER, "elapsed": NUMBER, "device": str, "processes": int, "parameters": int,
-                "notices": list, "best": (dict, type(None))}
-BEST_TYPES = {"val_ppl": NUMBER, "step": int, "tokens": int}
-SAMPLES_TYPES = {"step": int, "prefix": str, "temperature": NUMBER, "greedy": str, "sampled": str, "from_best": bool}
 
 
 def _read_status(path: Path) -> dict:
