@@ -18,6 +18,7 @@ import json
 import os
 import threading
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -140,6 +141,13 @@ def _probe_arrays(probe: Probe) -> dict:
 def _read_probe(path: Path) -> Probe | None:
     if not path.is_file():
         return None
+    try:
+        return _probe_from(path)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:  # a file cut short or another's
+        raise ValueError(f"probe.npz is not one deeprnn writes ({err})") from None
+
+
+def _probe_from(path: Path) -> Probe:
     with np.load(path) as data:
         layers = sum(1 for key in data.files if key.startswith("hidden_"))
         gates = tuple({key.split("_", 2)[2]: data[key] for key in data.files if key.startswith(f"gate_{layer}_")}

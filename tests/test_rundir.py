@@ -116,6 +116,15 @@ def test_a_probe_that_does_not_fit_its_run_is_named_not_drawn(run_dir, damage):
         read_run_dir(run_dir)
 
 
+@pytest.mark.parametrize("cut", [0, 2, 4, 0.5, -10])
+def test_a_damaged_probe_file_is_named_not_raised(run_dir, cut):
+    """Cut short, a probe file raised BadZipFile or EOFError past the page's message, into an exception."""
+    data = (run_dir / "probe.npz").read_bytes()
+    (run_dir / "probe.npz").write_bytes(data[:int(len(data) * cut) if isinstance(cut, float) else cut])
+    with pytest.raises(rundir.RunDirError, match="probe.npz"):
+        read_run_dir(run_dir)
+
+
 @pytest.mark.parametrize("line", ["[1]", '"train"', "7", '{"kind": "train", "step": 9999}', '{"kind": "eval", "step": 9999}',
                                   '{"kind": "event", "event": 5}', '{"kind": "event", "event": {"kind": "lr"}}',
                                   '{"kind": "train", "step": 9999, "tokens": 1, "seconds": 1, "loss": 1, "ppl": 3, '
