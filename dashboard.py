@@ -147,6 +147,10 @@ with st.sidebar:
     buttons.button("Resume" if paused else "Pause", on_click=session.resume if paused else session.pause,
                    disabled=watching or not snapshot.active)
     buttons.button("Stop", on_click=session.stop, disabled=watching or not snapshot.active)
+    st.toggle("Live views", value=True, key="live_views",
+              help="Redraw the curves, the samples, the views inside the network and the comparison as the run "
+                   "trains. Off, they stay as last drawn until the run ends or you change something, and the "
+                   "browser leaves its share of the CPU to the training; the status line keeps counting.")
     with st.expander("Run directories"):
         st.text_input("Watch a run directory", key="watch_dir", placeholder="runs/my-torchrun",
                       help="Show a run that a CLI or torchrun process is writing (read-only).")
@@ -209,7 +213,7 @@ if notice := state.pop("notice", None):
 
 # Each part redraws on a timer only while something can change without the user: each redraw costs the
 # browser's scripts and plotting, which share the machine's cores with the training.
-refresh_every_s = ctl.refresh_every_s(session.snapshot(), watching=bool(state.watch_dir))
+refresh_every_s = ctl.refresh_every_s(session.snapshot(), watching=bool(state.watch_dir), live_views=state.live_views)
 
 
 @st.fragment(run_every=refresh_every_s["status"])

@@ -130,19 +130,22 @@ REFRESH_EVERY_S = {"status": 2.0, "views": 2.0, "runs": 5.0}
 VIEWS_EVERY_S_ON_ALL_CORES = 4.0
 
 
-def refresh_every_s(snap: Snapshot, watching: bool = False) -> dict[str, float | None]:
+def refresh_every_s(snap: Snapshot, watching: bool = False, live_views: bool = True) -> dict[str, float | None]:
     """How often the page redraws each of its parts while this run is the one shown: on a timer while it
     trains or a run directory is watched; else not at all, since only the user can change what the page
     shows then (a paused run applies what the page sends it before the call returns, views included:
     TrainingSession.pause and set_views). A finished run's page, left open, had kept Chromium busy with
     0.09 of a core and the server with 0.02, and a paused one's status line 0.06 and 0.01
-    (bench/results/idle-page.md)."""
+    (bench/results/idle-page.md). Without live views only the status line keeps its timer: the views'
+    redraws are what a page costs a run that trains on every core (bench/results/dashboard-overhead.md)."""
     training = snap.status in ("starting", "running")
     if not (training or watching):
         return dict.fromkeys(REFRESH_EVERY_S)
     every = dict(REFRESH_EVERY_S)
     if training and device_kind(snap.config.device) == "cpu" and torch_threads_for(snap.config) > 1:
         every["views"] = VIEWS_EVERY_S_ON_ALL_CORES
+    if not live_views:
+        every["views"] = every["runs"] = None
     return every
 
 

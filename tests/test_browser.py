@@ -217,6 +217,26 @@ def test_a_paused_runs_views_follow_the_weights_it_stopped_at_and_a_new_prefix_w
     page.close()
 
 
+def test_live_views_off_leaves_the_views_as_drawn_while_the_status_line_counts_on(server, browser):
+    """The views' redraws are what the page costs a run on every core; with Live views off only the status
+    line keeps its timer, and switched on again the views follow the run."""
+    url, _ = server
+    page = browser.new_page(viewport={"width": 1500, "height": 2600})
+    start_training(page, url, epochs=1000)
+    caption = page.get_by_text("probed at step")
+    expect(caption).to_be_visible(timeout=60_000)
+    page.get_by_text("Live views", exact=True).click()
+    expect(page.get_by_role("switch", name="Live views")).not_to_be_checked()
+    page.wait_for_timeout(3000)  # the click's rerun drawn
+    probed, tokens = caption.inner_text(), page.get_by_test_id("stProgress").inner_text()
+    page.wait_for_timeout(6000)  # three of the status line's redraws, and the views' own cadence three times over
+    expect(page.get_by_test_id("stProgress")).not_to_have_text(tokens)
+    assert caption.inner_text() == probed, "the views redrew with Live views off"
+    page.get_by_text("Live views", exact=True).click()
+    expect(caption).not_to_have_text(probed, timeout=15_000)
+    page.close()
+
+
 def record_messages_sent(page) -> list[float]:
     """The times of the messages the page will send the server (a rerun asked for, a click...)."""
     sent = []

@@ -107,8 +107,9 @@ def test_the_page_redraws_on_a_timer_only_while_something_can_change_and_less_of
     monkeypatch.setattr(session_mod, "ALL_THREADS", 2)
     usual, never = {"status": 2.0, "views": 2.0, "runs": 5.0}, {"status": None, "views": None, "runs": None}
 
-    def every_s(status, watching=False, **config):
-        return controls.refresh_every_s(replace(IDLE, status=status, config=preset("best", **config)), watching)
+    def every_s(status, watching=False, live_views=True, **config):
+        return controls.refresh_every_s(replace(IDLE, status=status, config=preset("best", **config)), watching,
+                                        live_views)
 
     assert every_s("running") == every_s("starting") == {**usual, "views": 4.0}  # 2 x 512: on both cores
     assert every_s("paused") == never  # what the page sends a paused run is applied before the call returns
@@ -119,6 +120,9 @@ def test_the_page_redraws_on_a_timer_only_while_something_can_change_and_less_of
         assert every_s(ended) == never
     assert controls.refresh_every_s(IDLE) == never
     assert every_s("finished", watching=True) == controls.refresh_every_s(IDLE, watching=True) == usual
+    assert every_s("running", live_views=False) == {**never, "status": 2.0}  # the status line counts on alone
+    assert every_s("finished", watching=True, live_views=False) == {**never, "status": 2.0}
+    assert every_s("paused", live_views=False) == never
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert every_s("running") == usual  # auto picks the GPU
 
