@@ -4,6 +4,7 @@ headless (the CLI's training loop) against the dashboard open in headless Chromi
 
     python bench/dashboard_overhead.py --seconds 20 --rounds 4 --threads 1 2
     python bench/dashboard_overhead.py --preset best --threads 0
+    python bench/dashboard_overhead.py --preset best --threads 0 --live-views off
 
 For each torch thread count, one `streamlit run` server (DEEPRNN_TORCH_THREADS set; 0: the page's own
 choice for the preset, which the headless runs then use too) with the page open and every view on
@@ -50,7 +51,7 @@ print((trainer.tokens - tokens) / (time.perf_counter() - start))
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def interleaved(name: str, seconds: float, threads: int, rounds: int) -> dict:
+def interleaved(name: str, seconds: float, threads: int, rounds: int, live_views: bool = True) -> dict:
     """Headless and page windows taking turns on one page: the page's run is paused while a headless
     run trains, so both see the same minutes of the shared machine, whose speed drifts by tens of
     percent from one minute to the next. Per page window: tokens/s and the CPU seconds per second of
@@ -61,13 +62,18 @@ def interleaved(name: str, seconds: float, threads: int, rounds: int) -> dict:
     with dashboard_server({"DEEPRNN_TORCH_THREADS": str(threads)}) as (url, server), \
             training_page(url, 1000, PRESET_LABELS[name]) as page:
         wait_for_tokens(page, minimum=1)
+        if not live_views:  # the sidebar's switch: only the status line redraws as the run trains
+            page.get_by_text("Live views", exact=True).click()
+            page.get_by_role("switch", name="Live views", checked=False).wait_for()
         for _ in range(rounds):
             headless.append(headless_window(page, name, seconds, headless_threads))
             time.sleep(2)  # past the resumption
             windows.append(page_window(page, server.pid, seconds))
         headless.append(headless_window(page, name, seconds, headless_threads))
-        return {"headless": headless, "windows": windows, "layers_s": layers_to_first_point(page),
-                "threads": headless_threads}
+        # Without live views a new run's first point is drawn only if it came before the click's rerun drew
+        # the page: not what Layers measures.
+        return {"headless": headless, "windows": windows, "threads": headless_threads,
+                "layers_s": layers_to_first_point(page) if live_views else None}
 
 
 def headless_window(page, name: str, seconds: float, threads: int) -> float:
@@ -158,13 +164,15 @@ def main():
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2],
                         help="DEEPRNN_TORCH_THREADS of each page; 0: the page's choice for the preset")
     parser.add_argument("--preset", default="fast", choices=sorted(PRESET_LABELS))
+    parser.add_argument("--live-views", default="on", choices=["on", "off"],
+                        help="the page's Live views switch: off, only its status line redraws as the run trains")
     args = parser.parse_args()
-    print(f"{args.preset} preset, {args.seconds:g} s windows, {os.cpu_count()} cores")
+    print(f"{args.preset} preset, {args.seconds:g} s windows, {os.cpu_count()} cores, live views {args.live_views}")
     print("| torch threads | round | headless tokens/s, before / after | page open tokens/s | page / headless | "
           "server CPU | training process CPU | chromium CPU |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for threads in args.threads:
-        result = interleaved(args.preset, args.seconds, threads, args.rounds)
+        result = interleaved(args.preset, args.seconds, threads, args.rounds, args.live_views == "on")
         threads = threads or f"the page's choice ({result['threads']})"
         ratios = []
         for i, window in enumerate(result["windows"]):
@@ -174,7 +182,9 @@ def main():
                   f"| {window['server_cpu']:.2f} | {window['training_cpu']:.2f} | {window['chromium_cpu']:.2f} |",
                   flush=True)
         print(f"| {threads} | median | | | {statistics.median(ratios):.0%} | | | |")
-        print(f"Layers to the new run's first point, {threads} torch thread(s): {result['layers_s']:.1f} s", flush=True)
+        if result["layers_s"] is not None:
+            print(f"Layers to the new run's first point, {threads} torch thread(s): {result['layers_s']:.1f} s",
+                  flush=True)
 
 
 if __name__ == "__main__":
