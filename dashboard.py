@@ -149,7 +149,7 @@ with st.sidebar:
     buttons.button("Stop", on_click=session.stop, disabled=watching or not snapshot.active)
     st.toggle("Live views", value=True, key="live_views",
               help="Redraw the curves, the samples, the views inside the network and the comparison as the run "
-                   "trains. Off, they stay as last drawn until the run ends or you change something, and the "
+                   "trains. Off, they stay as last drawn until the run ends or a click redraws them, and the "
                    "browser leaves its share of the CPU to the training; the status line keeps counting.")
     with st.expander("Run directories"):
         st.text_input("Watch a run directory", key="watch_dir", placeholder="runs/my-torchrun",
