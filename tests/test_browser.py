@@ -41,6 +41,20 @@ def assert_samples_span_their_column(page) -> None:
     assert min(widths) > 0.9 * column_width, f"samples {widths} px wide in a {column_width} px column"
 
 
+CHARTS_LAID_OUT_AGAIN = """() => [...document.querySelectorAll('.js-plotly-plot')].flatMap(chart => {
+    const set = chart._fullLayout.margin, laid = chart._fullLayout._size;
+    const key = chart.closest('[class*="st-key-"]').className.match(/st-key-\\S+/)[0];
+    return ['l', 'r', 't', 'b'].filter(side => laid[side] > set[side]).map(side => `${key} ${side} ${set[side]} -> ${laid[side]}`);
+})"""
+
+
+def assert_charts_fit_their_margins(page) -> None:
+    """Each chart's labels, legend and colour bar fit in the margins its figure sets: where they did not,
+    Plotly widened the margins and laid the figure out a second time, at each of the page's redraws."""
+    widened = page.evaluate(CHARTS_LAID_OUT_AGAIN)
+    assert not widened, f"charts whose margins Plotly widened: {widened}"
+
+
 def test_start_curves_then_three_layers_then_close_ends_the_training_process(server, browser):
     url, pid = server
     ARTIFACTS.mkdir(exist_ok=True)
@@ -52,8 +66,15 @@ def test_start_curves_then_three_layers_then_close_ends_the_training_process(ser
     page.screenshot(path=ARTIFACTS / "dashboard-running.png", full_page=True)
     expect(page.get_by_role("button", name="Deploy")).to_have_count(0)  # a viewer's toolbar (.streamlit/config.toml)
 
+    assert_charts_fit_their_margins(page)
+    page.get_by_text("Saturation", exact=True).click()
+    page.locator(".st-key-saturation_chart .scatterlayer .point").first.wait_for()
+    assert_charts_fit_their_margins(page)
     page.get_by_text("Gradient flow", exact=True).click()
     expect(page.get_by_role("radio", name="Gradient flow")).to_be_checked()
+    page.locator(".st-key-gradient_chart .scatterlayer path.js-line").first.wait_for()
+    page.locator(".st-key-clipped_chart .scatterlayer .trace").first.wait_for(state="attached")
+    assert_charts_fit_their_margins(page)
     slider = page.get_by_role("slider", name="Layers")
     slider.focus()
     slider.press("ArrowRight")
