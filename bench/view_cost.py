@@ -1,13 +1,20 @@
 #!/usr/bin/env python3
-"""The cost of each live view, in milliseconds of server time, beside the cost of a training step.
+"""The cost of each live view, in milliseconds of server time, beside the cost of a training step, and
+of each figure's draw in the browser.
 
 Builds each view the page draws (probe, samples, every figure, serialised to JSON as Streamlit
-sends it) for a small and a large model, and prints one table per model.
+sends it) for a small and a large model, draws each figure with Plotly alone in headless Chromium
+(Debian's, through playwright; the page's chart draws each changed figure afresh, twice), and prints
+one table per model.
 
     python bench/view_cost.py
+    python bench/view_cost.py --no-browser
 """
 import argparse
+import json
+from pathlib import Path
 
+import plotly
 import plotly.io as pio
 import torch
 
@@ -16,7 +23,27 @@ from deeprnn import charts
 from deeprnn.config import preset
 from deeprnn.session import VIEW_SHARE, ViewSettings, compute_views, saturation_records
 from deeprnn.train import Trainer
+from pageserver import CHROMIUM, CHROMIUM_ARGS
 from timing import median_ms
+
+# Each figure drawn afresh this many times in a page of its own, as wide as the page's widest chart.
+DRAWS = 11
+DRAW_FIGURES = """async ([figures, draws]) => {
+    const chart = document.getElementById('chart'), result = {};
+    for (const [name, figure] of Object.entries(figures)) {
+        const times = [];
+        for (let i = 0; i < draws; i++) {
+            Plotly.purge(chart);
+            const started = performance.now();
+            await Plotly.newPlot(chart, figure.data, figure.layout);
+            times.push(performance.now() - started);
+        }
+        const set = chart._fullLayout.margin, laid = chart._fullLayout._size;
+        times.sort((a, b) => a - b);
+        result[name] = [times[Math.floor(draws / 2)], ['l', 'r', 't', 'b'].filter(side => laid[side] > set[side]).map(side => `${side} ${set[side]} -> ${laid[side]}`)];
+    }
+    return result;
+}"""
 
 
 def snapshot_for(trainer: Trainer, probe, samples):
@@ -27,7 +54,7 @@ def snapshot_for(trainer: Trainer, probe, samples):
                     saturation=tuple(saturation_records(probe, trainer.config.cell)))
 
 
-def measure(config) -> list[tuple[str, float]]:
+def measure(config, browser: bool) -> list[tuple[str, float]]:
     trainer = Trainer(config)
     steps = trainer.steps()
     for _ in range(30):
@@ -59,19 +86,40 @@ def measure(config) -> list[tuple[str, float]]:
         rows.append((f"{name}: build + JSON (page)", ms))
         total += ms
     rows.append(("all figures of one page refresh", total))
+    if browser:
+        drawn = browser_draw_ms({name: build() for name, build in figures.items()})
+        rows += [(f"{name}: one draw in Chromium" + (f" (margins widened, {', '.join(widened)}: laid out twice)"
+                                                     if widened else ""), ms) for name, (ms, widened) in drawn.items()]
     return rows
+
+
+def browser_draw_ms(figures: dict) -> dict[str, tuple[float, list[str]]]:
+    """Per figure: the median milliseconds of Plotly.newPlot in headless Chromium, and each margin that
+    Plotly widened for the figure's labels, legend or colour bar, which lays it out a second time."""
+    from playwright.sync_api import sync_playwright
+    plotly_js = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    specs = {name: json.loads(pio.to_json(figure, validate=False)) for name, figure in figures.items()}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1500, "height": 1500})
+        page.set_content('<div id="chart" style="width: 1100px"></div>')
+        page.add_script_tag(path=str(plotly_js))
+        drawn = page.evaluate(DRAW_FIGURES, [specs, DRAWS])
+        browser.close()
+    return {name: (ms, widened) for name, (ms, widened) in drawn.items()}
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--no-browser", action="store_true", help="skip the figures' draws in Chromium")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     for layers, hidden in ((2, 128), (8, 512)):
         config = preset("fast", layers=layers, hidden=hidden, max_tokens=60_000)
         print(f"\nLSTM {layers} x {hidden}, batch {config.batch}, steps {config.steps}, {args.threads} threads")
         print("| view | ms (median) |\n| --- | --- |")
-        for name, ms in measure(config):
+        for name, ms in measure(config, browser=not args.no_browser):
             print(f"| {name} | {ms:.1f} |", flush=True)
 
 

@@ -51,7 +51,7 @@ def curves_figure(snapshot, x: str = "tokens", metric: str = "ppl", log_y: bool 
         xaxis=dict(title=dict(text=X_AXES[x]), showticklabels=scaled),
         yaxis=dict(_value_axis(title, log_y), showticklabels=scaled),
         shapes=lines, annotations=labels, uirevision=f"curves-{x}-{metric}-{log_y}", height=340,
-        margin=dict(l=80, r=30, t=60, b=70), legend=dict(orientation="h", yanchor="bottom", y=1.07, x=0),
+        margin=dict(l=80, r=40, t=60, b=70), legend=dict(orientation="h", yanchor="bottom", y=1.07, x=0),
         hovermode="x unified"))
 
 
@@ -122,7 +122,7 @@ def comparison_figure(snapshots, x: str = "tokens", log_y: bool = True) -> go.Fi
                            name=f"#{snap.run_id} {snap.name} ({kind})", line=dict(color=PALETTE[i % len(PALETTE)])))
     return go.Figure(data=traces, layout=dict(
         xaxis=dict(title=dict(text=X_AXES[x])), yaxis=_value_axis("perplexity", log_y),
-        uirevision=f"compare-{x}-{log_y}", height=340, margin=dict(l=80, r=30, t=30, b=100),
+        uirevision=f"compare-{x}-{log_y}", height=340, margin=dict(l=80, r=40, t=30, b=100),
         showlegend=True, legend=dict(orientation="h", y=-0.25, x=0)))  # one run too: it says held-out or train
 
 
@@ -252,7 +252,7 @@ def saturation_figure(probe, cell: str, gate: str) -> go.Figure:
     fig.add_shape(type="line", x0=0, y0=1, x1=1, y1=0, line=dict(color="#bbb", dash="dot"))
     fig.update_layout(xaxis=dict(title="fraction left-saturated (< 0.1)", range=[-0.02, 1.02]),
                       yaxis=dict(title="fraction right-saturated (> 0.9)", range=[-0.02, 1.02]),
-                      height=380, margin=dict(l=75, r=105, t=30, b=70), uirevision=f"saturation-{gate}")
+                      height=380, margin=dict(l=75, r=120, t=30, b=70), uirevision=f"saturation-{gate}")
     return fig
 
 
@@ -264,7 +264,7 @@ def saturation_history_figure(records, gate: str) -> go.Figure:
         fig.add_scatter(x=rows["step"], y=rows["left"] + rows["right"], mode="lines", name=f"layer {layer}",
                         line=dict(color=PALETTE[(layer - 1) % len(PALETTE)]))
     fig.update_layout(xaxis_title="step", yaxis=dict(title=f"{gate}: saturated fraction", range=[0, 1]),
-                      height=300, margin=dict(l=75, r=105, t=30, b=70), uirevision="saturation-history")
+                      height=300, margin=dict(l=75, r=120, t=30, b=70), uirevision="saturation-history")
     return fig
 
 
@@ -287,7 +287,7 @@ def gradient_figure(metrics) -> go.Figure:
                             legendgroup=group, showlegend=False, line=dict(color=color, dash="dash"),
                             hovertemplate=f"{group} recurrent: %{{y:.3g}}<extra></extra>")
     fig.update_layout(xaxis_title="step", yaxis=_value_axis("gradient norm", log_y=True), height=340,
-                      margin=dict(l=85, r=30, t=50, b=70), uirevision="gradients",
+                      margin=dict(l=85, r=40, t=50, b=70), uirevision="gradients",
                       legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0))
     return fig
 
@@ -298,7 +298,7 @@ def clipped_figure(metrics) -> go.Figure:
     fig.add_scatter(x=[r["step"] for r in rows], y=[r.get("clipped", 0.0) for r in rows], mode="lines",
                     fill="tozeroy", name="clipped", line=dict(color=PALETTE[1]))
     fig.update_layout(xaxis_title="step", yaxis=dict(title="fraction of steps clipped", range=[0, 1.02]),
-                      height=220, margin=dict(l=75, r=30, t=20, b=70), uirevision="clipped")
+                      height=220, margin=dict(l=75, r=40, t=20, b=70), uirevision="clipped")
     return fig
 
 
