@@ -97,6 +97,13 @@ def training_page(url: str, epochs: int, preset_label: str | None = None):
             browser.close()
 
 
+# A JavaScript function of a drawn Plotly chart: each margin that Plotly widened for the figure's labels,
+# legend or colour bar ("l 10 -> 65"), which it does by laying the figure out a second time.
+WIDENED_MARGINS = """chart => ['l', 'r', 't', 'b']
+    .filter(side => chart._fullLayout._size[side] > chart._fullLayout.margin[side])
+    .map(side => `${side} ${chart._fullLayout.margin[side]} -> ${chart._fullLayout._size[side]}`)"""
+
+
 # --- watching the page from inside it ---------------------------------------------------------------
 # Asking the page from here ten or twenty times a second (page.inner_text, page.evaluate) cost Chromium,
 # playwright's driver and this process up to 0.2 of a core, taken from the training being measured. A

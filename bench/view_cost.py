@@ -23,12 +23,13 @@ from deeprnn import charts
 from deeprnn.config import preset
 from deeprnn.session import VIEW_SHARE, ViewSettings, compute_views, saturation_records
 from deeprnn.train import Trainer
-from pageserver import CHROMIUM, CHROMIUM_ARGS
+from pageserver import CHROMIUM, CHROMIUM_ARGS, WIDENED_MARGINS
 from timing import median_ms
 
 # Each figure drawn afresh this many times in a page of its own, as wide as the page's widest chart.
 DRAWS = 11
 DRAW_FIGURES = """async ([figures, draws]) => {
+    const widened = """ + WIDENED_MARGINS + """;
     const chart = document.getElementById('chart'), result = {};
     for (const [name, figure] of Object.entries(figures)) {
         const times = [];
@@ -38,9 +39,8 @@ DRAW_FIGURES = """async ([figures, draws]) => {
             await Plotly.newPlot(chart, figure.data, figure.layout);
             times.push(performance.now() - started);
         }
-        const set = chart._fullLayout.margin, laid = chart._fullLayout._size;
         times.sort((a, b) => a - b);
-        result[name] = [times[Math.floor(draws / 2)], ['l', 'r', 't', 'b'].filter(side => laid[side] > set[side]).map(side => `${side} ${set[side]} -> ${laid[side]}`)];
+        result[name] = [times[Math.floor(draws / 2)], widened(chart)];
     }
     return result;
 }"""

@@ -9,7 +9,7 @@ from playwright.sync_api import expect
 
 from deeprnn import charts
 from deeprnn import controls as ctl
-from pageserver import child_pids, start_training
+from pageserver import WIDENED_MARGINS, child_pids, start_training
 from support import idle_within, shown_step, wait_for
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
@@ -42,9 +42,8 @@ def assert_samples_span_their_column(page) -> None:
 
 
 CHARTS_LAID_OUT_AGAIN = """() => [...document.querySelectorAll('.js-plotly-plot')].flatMap(chart => {
-    const set = chart._fullLayout.margin, laid = chart._fullLayout._size;
     const key = chart.closest('[class*="st-key-"]').className.match(/st-key-\\S+/)[0];
-    return ['l', 'r', 't', 'b'].filter(side => laid[side] > set[side]).map(side => `${key} ${side} ${set[side]} -> ${laid[side]}`);
+    return (""" + WIDENED_MARGINS + """)(chart).map(margin => `${key} ${margin}`);
 })"""
 
 
