@@ -80,25 +80,26 @@ def measure(config, browser: bool) -> list[tuple[str, float]]:
     rows = [("one training step (worker thread)", step_ms),
             (f"probe + greedy and sampled text (view thread, one torch thread; paced to <= {VIEW_SHARE:.0%} of the run)",
              views_ms)]
-    total = 0.0
+    total, sent = 0.0, {}
     for name, build in figures.items():
-        ms, _ = median_ms(lambda: pio.to_json(build(), validate=False))
+        ms, sent[name] = median_ms(lambda: pio.to_json(build(), validate=False))
         rows.append((f"{name}: build + JSON (page)", ms))
         total += ms
     rows.append(("all figures of one page refresh", total))
     if browser:
-        drawn = browser_draw_ms({name: build() for name, build in figures.items()})
+        drawn = browser_draw_ms(sent)
         rows += [(f"{name}: one draw in Chromium" + (f" (margins widened, {', '.join(widened)}: laid out twice)"
                                                      if widened else ""), ms) for name, (ms, widened) in drawn.items()]
     return rows
 
 
-def browser_draw_ms(figures: dict) -> dict[str, tuple[float, list[str]]]:
-    """Per figure: the median milliseconds of Plotly.newPlot in headless Chromium, and each margin that
-    Plotly widened for the figure's labels, legend or colour bar, which lays it out a second time."""
+def browser_draw_ms(figures_json: dict[str, str]) -> dict[str, list]:
+    """Per figure (as the JSON the page is sent): the median milliseconds of Plotly.newPlot in headless
+    Chromium, and each margin that Plotly widened for the figure's labels, legend or colour bar, which
+    lays it out a second time."""
     from playwright.sync_api import sync_playwright
     plotly_js = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
-    specs = {name: json.loads(pio.to_json(figure, validate=False)) for name, figure in figures.items()}
+    specs = {name: json.loads(text) for name, text in figures_json.items()}
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1500, "height": 1500})
@@ -106,7 +107,7 @@ def browser_draw_ms(figures: dict) -> dict[str, tuple[float, list[str]]]:
         page.add_script_tag(path=str(plotly_js))
         drawn = page.evaluate(DRAW_FIGURES, [specs, DRAWS])
         browser.close()
-    return {name: (ms, widened) for name, (ms, widened) in drawn.items()}
+    return drawn
 
 
 def main():
