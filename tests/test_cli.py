@@ -72,12 +72,13 @@ def test_every_setting_of_a_run_has_a_flag_that_says_its_range_and_default():
 
 
 def test_a_run_that_does_worse_than_guessing_is_told_once_and_so_is_its_run_directorys_reader(tmp_path, capsys):
-    """Once, not at each report point while it lasts."""
-    argv = ["train", *TINY, "--lr", "2", "--schedule", "constant", "--report-every", "1", "--run-dir", str(tmp_path / "run")]
+    """Once, not at each report point while it lasts. At a rate of 5 it is still lost at the end (perplexity
+    about 120 against 28 tokens); at 2 it was found again in the last steps on some CPUs."""
+    argv = ["train", *TINY, "--lr", "5", "--schedule", "constant", "--report-every", "1", "--run-dir", str(tmp_path / "run")]
     assert main(argv) == 0
     err = capsys.readouterr().err
     assert err.count("does worse than knowing nothing") == 1 and "\nwarning: the training perplexity went past" in err
-    assert "lost at a learning rate of 2," in read_run_dir(tmp_path / "run").notices[-1]
+    assert "lost at a learning rate of 5," in read_run_dir(tmp_path / "run").notices[-1]
 
 
 def test_preset_d2l_and_explicit_override(capsys):
