@@ -1,11 +1,13 @@
 """deeprnn's dashboard: `streamlit run dashboard.py`. Layout and widgets only; logic lives in deeprnn/."""
+from contextlib import nullcontext
 from dataclasses import replace
+from pathlib import Path
 
 import streamlit as st
 
 from deeprnn import charts
 from deeprnn import controls as ctl
-from deeprnn import introspect
+from deeprnn import introspect, webchart
 from deeprnn.batches import TooShortError
 from deeprnn.checkpoint import CheckpointError
 from deeprnn.config import ConfigError
@@ -37,6 +39,20 @@ def this_tab() -> Tab:
     (a reload's page takes it back and resumes it), then ended."""
     return tab_sessions().claim(st.query_params.get("tab"))
 
+
+@st.cache_resource(show_spinner=False)
+def plotly_published() -> bool:
+    return webchart.publish_plotly(Path(__file__).parent / "static")
+
+
+def charts_in_place() -> bool:
+    """Whether Streamlit serves plotly.js for the charts that take new figures in place
+    (deeprnn/webchart.py); else the page draws its charts with st.plotly_chart. Static serving is on in
+    .streamlit/config.toml, which a server started from another folder does not read."""
+    return st.get_option("server.enableStaticServing") and plotly_published()
+
+
+in_place_chart = st.components.v2.component("deeprnn_chart", js=webchart.CHART_JS, isolate_styles=False)
 
 tab = this_tab()
 session = tab.session
@@ -106,12 +122,18 @@ def apply_preset():
 
 
 def chart(key, build, *args, container=st):
-    """Draw build(*args); rebuilt only when an argument changed. Snapshots are immutable, so an
-    unchanged object is an unchanged picture, and most refreshes cost no figure building."""
-    memo = state.setdefault("figure_memo", {})
-    if key not in memo or not _same(memo[key][0], args):
-        memo[key] = (args, build(*args))
-    container.plotly_chart(memo[key][1], width="stretch", key=key)
+    """Draw build(*args) in a chart that takes each new figure in place (see charts_in_place), rebuilt
+    only when an argument changed. Snapshots are immutable, so an unchanged object is an unchanged
+    picture, and most refreshes cost no figure building."""
+    memo, in_place = state.setdefault("figure_memo", {}), charts_in_place()
+    if key not in memo or not _same(memo[key][0], (in_place, *args)):
+        figure = build(*args)
+        memo[key] = ((in_place, *args), webchart.figure_json(figure) if in_place else figure)
+    if not in_place:
+        container.plotly_chart(memo[key][1], width="stretch", key=key)
+        return
+    with nullcontext() if container is st else container:
+        in_place_chart(data=memo[key][1], key=key)
 
 
 def places(count, container=st):

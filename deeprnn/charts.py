@@ -213,8 +213,7 @@ TOKEN_STRIP_PX = 24
 LABELLED_UNITS = 16  # up to this many units a panel names each one on its axis
 # The characters of token labels a heatmap's strip shows at once: 110 single characters still stand apart
 # in a chart the page's width. A longer probe is shown a window at a time (the page's "From token"
-# slider): 500 characters drawn at once ran together into one grey smear. (Panning the chart instead was
-# undone by every new probe: Streamlit redraws a changed figure afresh.)
+# slider): 500 characters drawn at once ran together into one grey smear.
 STRIP_CHARS = 110
 
 

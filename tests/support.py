@@ -1,4 +1,5 @@
 """Helpers the test modules share: waiting, driving AppTest, and watching the page's server."""
+import json
 import time
 
 from pageserver import cpu_seconds, process_status
@@ -25,6 +26,14 @@ def rerun_until(at, predicate, timeout=40.0):
             return
         time.sleep(0.5)
     raise AssertionError("the page never showed it")
+
+
+def figures(at):
+    """The page's figures as plotly JSON: those of its in-place charts (deeprnn/webchart.py), and of
+    st.plotly_chart where the page falls back to it."""
+    in_place = [json.loads(json.loads(c.proto.json)) for c in at.get("bidi_component")
+                if c.proto.component_name == "deeprnn_chart"]
+    return in_place + [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
 
 
 def button(at, label):

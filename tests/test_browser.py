@@ -60,7 +60,7 @@ def test_start_curves_then_three_layers_then_close_ends_the_training_process(ser
     page = browser.new_page(viewport={"width": 1500, "height": 2600})
     start_training(page, url, epochs=1000)
     # the curve has points once plotly drew a line path in the first chart
-    page.locator("[data-testid=stPlotlyChart] .scatterlayer path.js-line").first.wait_for(timeout=60_000)
+    page.locator(".st-key-curves .scatterlayer path.js-line").first.wait_for(timeout=60_000)
     wait_for_heatmap_layers(page, 2)
     page.screenshot(path=ARTIFACTS / "dashboard-running.png", full_page=True)
     expect(page.get_by_role("button", name="Deploy")).to_have_count(0)  # a viewer's toolbar (.streamlit/config.toml)
@@ -269,3 +269,30 @@ def assert_asks_for_nothing(page, sent: list[float]) -> None:
     settled = time.monotonic()
     page.wait_for_timeout(7000)  # longer than any of the page's timers (2, 2 and 5 s)
     assert not [t for t in sent if t > settled], "the page still reruns its views on a timer"
+
+
+CURVES_X_AXIS = """() => {
+    const axis = document.querySelector('.st-key-curves .js-plotly-plot')._fullLayout.xaxis;
+    return {range: axis.range, autorange: axis.autorange};
+}"""
+
+
+def test_a_zoom_into_the_curves_stays_while_the_run_adds_points(server, browser):
+    """A drag across the curves zooms into them, as in TensorBoard, and the run's new points then redraw
+    the chart in place (st.plotly_chart had mounted a new chart for each new figure: the zoom lasted 2 s)."""
+    url, _ = server
+    page = browser.new_page(viewport={"width": 1500, "height": 2600})
+    start_training(page, url, epochs=1000)
+    line = page.locator(".st-key-curves .scatterlayer path.js-line").first
+    line.wait_for(timeout=60_000)
+    plot = page.locator(".st-key-curves .nsewdrag").first.bounding_box()
+    page.mouse.move(plot["x"] + 0.3 * plot["width"], plot["y"] + 0.5 * plot["height"])
+    page.mouse.down()
+    page.mouse.move(plot["x"] + 0.6 * plot["width"], plot["y"] + 0.5 * plot["height"], steps=5)
+    page.mouse.up()
+    zoomed = page.evaluate(CURVES_X_AXIS)
+    assert zoomed["autorange"] is False
+    drawn = line.get_attribute("d")
+    expect(line).not_to_have_attribute("d", drawn, timeout=15_000)  # the run's next points drawn
+    assert page.evaluate(CURVES_X_AXIS) == zoomed
+    page.close()

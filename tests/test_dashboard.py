@@ -1,17 +1,13 @@
 """The page's logic through streamlit's AppTest: widgets in, session commands and views out."""
 import html
-import json
 import re
 
 import pytest
+from streamlit import config
 
 from deeprnn import charts, controls
 from deeprnn.device import cpu_multiplies_bf16
-from support import button, rerun_until, title
-
-
-def figures(at):
-    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+from support import button, figures, rerun_until, title
 
 
 def heatmap_counts(at):
@@ -31,6 +27,21 @@ def test_page_loads_with_the_documented_controls(app):
     assert {"Start", "Pause", "Stop", "Cell", "Layers", "Learning rate"} <= labels
     assert "Start" in app.info[0].value
     assert [fig["data"][0]["x"] for fig in figures(app)] == [[]]  # the curves, empty (see live_views)
+
+
+@pytest.mark.parametrize("static_serving", [True, False])
+def test_the_charts_take_new_figures_in_place_where_streamlit_serves_plotly_js(app, static_serving):
+    """Served plotly.js (.streamlit/config.toml), the charts are components that keep their place and zoom
+    (deeprnn/webchart.py); without it, as from a server started in another folder, st.plotly_chart."""
+    served = config.get_option("server.enableStaticServing")
+    config.set_option("server.enableStaticServing", static_serving)
+    try:
+        app.run()
+    finally:
+        config.set_option("server.enableStaticServing", served)
+    in_place = [c for c in app.get("bidi_component") if c.proto.component_name == "deeprnn_chart"]
+    assert (len(in_place), len(app.get("plotly_chart"))) == ((1, 0) if static_serving else (0, 1))
+    assert [fig["data"][0]["x"] for fig in figures(app)] == [[]]
 
 
 def test_a_run_that_does_worse_than_guessing_is_told_so_above_its_curves(app):

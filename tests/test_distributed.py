@@ -14,6 +14,7 @@ from deeprnn.cli import main
 from deeprnn.rundir import read_metrics, read_run_dir
 
 from repo import ROOT  # bench/repo.py, on the path from conftest
+from support import figures
 RECIPE = ["--max-tokens", "6000", "--hidden", "24", "--embedding", "8", "--batch", "8", "--steps", "16",
           "--device", "cpu", "--seed", "3", "--report-every", "4", "--eval-every", "0", "--schedule", "constant",
           "--lr", "0.01"]
@@ -100,7 +101,7 @@ def test_an_in_process_run_writes_a_directory_the_page_can_watch(tmp_path):
         assert any("Watching the run directory" in i.value for i in at.info)
         assert any(m.value.startswith("### LSTM x2 h24") and "finished" in m.value for m in at.markdown)
         assert next(b for b in at.button if b.label == "Start").disabled
-        kinds = [t["type"] for c in at.get("plotly_chart") for t in json.loads(c.proto.spec)["data"]]
+        kinds = [t["type"] for fig in figures(at) for t in fig["data"]]
         assert kinds.count("heatmap") >= 2 and "scatter" in kinds
         for path, problem in ((tmp_path / "nothing", "no such directory"), (tmp_path, "not a deeprnn run directory")):
             at.text_input(key="watch_dir").set_value(str(path)).run()
