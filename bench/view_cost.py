@@ -2,41 +2,41 @@
 """The cost of each live view, in milliseconds of server time, beside the cost of a training step, and
 of each figure's draw in the browser.
 
-Builds each view the page draws (probe, samples, every figure, serialised to JSON as Streamlit
-sends it) for a small and a large model, draws each figure with Plotly alone in headless Chromium
-(Debian's, through playwright; the page's chart draws each changed figure afresh, twice), and prints
+Builds each view the page draws (probe, samples, every figure, serialised to the JSON the page's charts
+are sent) for a small and a large model, hands each figure to a chart that shows it already, as the page's
+charts take each new figure (Plotly.react in headless Chromium: Debian's, through playwright), and prints
 one table per model.
 
     python bench/view_cost.py
     python bench/view_cost.py --no-browser
 """
 import argparse
-import json
 from pathlib import Path
 
 import plotly
-import plotly.io as pio
 import torch
 
 import repo  # noqa: F401  puts the repository's deeprnn on sys.path
-from deeprnn import charts
+from deeprnn import charts, webchart
 from deeprnn.config import preset
 from deeprnn.session import VIEW_SHARE, ViewSettings, compute_views, saturation_records
 from deeprnn.train import Trainer
 from pageserver import CHROMIUM, CHROMIUM_ARGS, WIDENED_MARGINS
 from timing import median_ms
 
-# Each figure drawn afresh this many times in a page of its own, as wide as the page's widest chart.
+# Each figure handed this many times to a chart in a page of its own, as wide as the page's widest chart.
 DRAWS = 11
 DRAW_FIGURES = """async ([figures, draws]) => {
     const widened = """ + WIDENED_MARGINS + """;
     const chart = document.getElementById('chart'), result = {};
-    for (const [name, figure] of Object.entries(figures)) {
-        const times = [];
+    for (const [name, text] of Object.entries(figures)) {
+        const first = JSON.parse(text), times = [];
+        Plotly.purge(chart);
+        await Plotly.newPlot(chart, first.data, first.layout);
         for (let i = 0; i < draws; i++) {
-            Plotly.purge(chart);
             const started = performance.now();
-            await Plotly.newPlot(chart, figure.data, figure.layout);
+            const figure = JSON.parse(text);  // as the chart parses each update: new arrays, all redrawn
+            await Plotly.react(chart, figure.data, figure.layout);
             times.push(performance.now() - started);
         }
         times.sort((a, b) => a - b);
@@ -82,30 +82,29 @@ def measure(config, browser: bool) -> list[tuple[str, float]]:
              views_ms)]
     total, sent = 0.0, {}
     for name, build in figures.items():
-        ms, sent[name] = median_ms(lambda: pio.to_json(build(), validate=False))
+        ms, sent[name] = median_ms(lambda: webchart.figure_json(build()))
         rows.append((f"{name}: build + JSON (page)", ms))
         total += ms
     rows.append(("all figures of one page refresh", total))
     if browser:
         drawn = browser_draw_ms(sent)
-        rows += [(f"{name}: one draw in Chromium" + (f" (margins widened, {', '.join(widened)}: laid out twice)"
+        rows += [(f"{name}: one update in Chromium" + (f" (margins widened, {', '.join(widened)}: laid out twice)"
                                                      if widened else ""), ms) for name, (ms, widened) in drawn.items()]
     return rows
 
 
 def browser_draw_ms(figures_json: dict[str, str]) -> dict[str, list]:
-    """Per figure (as the JSON the page is sent): the median milliseconds of Plotly.newPlot in headless
-    Chromium, and each margin that Plotly widened for the figure's labels, legend or colour bar, which
-    lays it out a second time."""
+    """Per figure (as the JSON the page is sent): the median milliseconds of parsing it and handing it to
+    Plotly.react in headless Chromium, and each margin that Plotly widened for the figure's labels, legend
+    or colour bar, which lays it out a second time."""
     from playwright.sync_api import sync_playwright
     plotly_js = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
-    specs = {name: json.loads(text) for name, text in figures_json.items()}
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1500, "height": 1500})
         page.set_content('<div id="chart" style="width: 1100px"></div>')
         page.add_script_tag(path=str(plotly_js))
-        drawn = page.evaluate(DRAW_FIGURES, [specs, DRAWS])
+        drawn = page.evaluate(DRAW_FIGURES, [figures_json, DRAWS])
         browser.close()
     return drawn
 
