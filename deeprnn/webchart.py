@@ -21,11 +21,12 @@ from .atomic import write_atomically
 log = logging.getLogger(__name__)
 PLOTLY_FILE = "plotly.min.js"
 # The page's look, which st.plotly_chart's theme gave the charts: Streamlit's font and text colour, white
-# behind the plot, light grid lines.
+# behind the plot, light grid lines, no tick marks (without a template's word Plotly draws them outside:
+# a comb of dashes down each heatmap's side).
+AXIS_LOOK = dict(gridcolor="#e6eaf1", zerolinecolor="#d5dae5", linecolor="#d5dae5", ticks="")
 PAGE_TEMPLATE = go.layout.Template(layout=dict(
     font=dict(family='"Source Sans", sans-serif', color="#31333F"), paper_bgcolor="white", plot_bgcolor="white",
-    xaxis=dict(gridcolor="#e6eaf1", zerolinecolor="#d5dae5", linecolor="#d5dae5"),
-    yaxis=dict(gridcolor="#e6eaf1", zerolinecolor="#d5dae5", linecolor="#d5dae5"),
+    xaxis=AXIS_LOOK, yaxis=AXIS_LOOK,
     hoverlabel=dict(font=dict(family='"Source Sans", sans-serif')))).to_plotly_json()
 
 CHART_JS = """
