@@ -1,9 +1,10 @@
 """A Plotly chart for the page that takes each new figure in place, and the plotly.js it loads.
 
 st.plotly_chart names a chart by its figure, so each new figure mounts a new chart, which the browser
-then draws afresh twice (the second time for the full-screen button Streamlit adds once the chart is
-measured); zoom and pan were lost at each redraw. This chart keeps its place and hands each new figure
-to Plotly.react, which redraws only what changed. The page mounts it as a Streamlit component (in
+then draws afresh twice (the second time when Streamlit hands Plotly a new config for its full-screen
+button), and a zoom or pan was lost with each new figure. This chart keeps its place and hands each new
+figure to Plotly.react, which draws it into the chart on screen and keeps the user's zoom and pan
+(each figure's uirevision, in charts.py, says when they should go). The page mounts it as a Streamlit component (in
 dashboard.py: no streamlit here); Streamlit serves the plotly.js of the installed plotly package from the
 app's static folder (server.enableStaticServing in .streamlit/config.toml).
 """
