@@ -279,7 +279,8 @@ CURVES_X_AXIS = """() => {
 
 def test_a_zoom_into_the_curves_stays_while_the_run_adds_points(server, browser):
     """A drag across the curves zooms into them, as in TensorBoard, and the run's new points then redraw
-    the chart in place (st.plotly_chart had mounted a new chart for each new figure: the zoom lasted 2 s)."""
+    the chart in place (st.plotly_chart had mounted a new chart for each new figure: the zoom lasted until
+    the next points)."""
     url, _ = server
     page = browser.new_page(viewport={"width": 1500, "height": 2600})
     start_training(page, url, epochs=1000)
