@@ -11,9 +11,7 @@ one table per model.
     python bench/view_cost.py --no-browser
 """
 import argparse
-from pathlib import Path
-
-import plotly
+import plotly.offline
 import torch
 
 import repo  # noqa: F401  puts the repository's deeprnn on sys.path
@@ -98,12 +96,11 @@ def browser_draw_ms(figures_json: dict[str, str]) -> dict[str, list]:
     Plotly.react in headless Chromium, and each margin that Plotly widened for the figure's labels, legend
     or colour bar, which lays it out a second time."""
     from playwright.sync_api import sync_playwright
-    plotly_js = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1500, "height": 1500})
         page.set_content('<div id="chart" style="width: 1100px"></div>')
-        page.add_script_tag(path=str(plotly_js))
+        page.add_script_tag(content=plotly.offline.get_plotlyjs())  # the plotly.js the page serves
         drawn = page.evaluate(DRAW_FIGURES, [figures_json, DRAWS])
         browser.close()
     return drawn

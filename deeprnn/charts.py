@@ -18,8 +18,8 @@ MAX_CURVE_POINTS = 1500
 MARKED_CURVE_POINTS = 30
 HEATMAP_SCALE = "RdBu_r"
 # Each figure sets margins that hold its tick labels, axis titles, legend and colour bar. Where they do not
-# fit, Plotly measures them, widens the margins and lays the figure out again; the page draws each figure
-# that changes afresh, and the curves' draw took 27 ms in Chromium instead of 9 (bench/view_cost.py).
+# fit, Plotly measures them, widens the margins and lays the figure out again at each redraw; the curves'
+# draw took 27 ms in Chromium instead of 9 (bench/view_cost.py, session 30).
 
 
 def _thin(rows: tuple, limit: int = MAX_CURVE_POINTS) -> tuple:
