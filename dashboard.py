@@ -232,48 +232,30 @@ if flash := state.pop("flash", None):
 if notice := state.pop("notice", None):
     messages.warning(notice)
 
+# While a run trains, one timed fragment (`live`, at the end) redraws what changes by itself: the status
+# line, the charts, the samples and the comparison, each into its place below. The controls around them
+# are drawn by the page's full runs. Every fragment rerun costs the browser a render of each element it
+# draws, of unchanged ones too, and of the rest of the page besides: so one rerun draws every part, every
+# 2 s (4 s beside a run on every core; ctl.refresh_every_s), and it draws no widget.
+every_s = ctl.refresh_every_s(session.snapshot(), watching=bool(state.watch_dir), live_views=state.live_views)
+snap = current_snapshot()
+runs = session.runs()
 
-# Each part redraws on a timer only while something can change without the user: each redraw costs the
-# browser's scripts and plotting, which share the machine's cores with the training.
-refresh_every_s = ctl.refresh_every_s(session.snapshot(), watching=bool(state.watch_dir), live_views=state.live_views)
 
-
-@st.fragment(run_every=refresh_every_s["status"])
-def live_status():
-    """The status line, every 2 s while a run trains: every fragment run costs the browser a render cycle,
-    and a 1 s cadence took 0.06-0.07 of a core more from the cores the training runs on. When the run
-    pauses or ends, the rerun here redraws the whole page, and every part's timer stops."""
-    snap = current_snapshot()
-    watching, = places(1)
+def status_place(snap):
+    """The run's name and status (a change redraws the whole page), and the place of the status line."""
     if state.watch_dir:
-        watching.info(f"Watching the run directory `{state.watch_dir}` (read-only). Clear the field to train here.")
-    if state.get("last_status") not in (None, snap.status) and snap.run_id == state.get("last_run"):
-        state.last_status = snap.status
-        st.rerun()  # the sidebar's buttons follow the run's state
-    state.last_status, state.last_run = snap.status, snap.run_id
-    status_bar(snap)
-    invitation, = places(1)
-    if snap.status == "idle" and not state.watch_dir:
-        invitation.info("Choose a preset and press **Start**. The curves, each layer's hidden states and the "
-                        "model's own writing appear here as it trains.")
-
-
-@st.fragment(run_every=refresh_every_s["views"])
-def live_views():
-    """The curves and the samples. Drawn before the first Start too, empty: the browser then loads and
-    sets up its plotting while the page waits, not in the seconds after Start, when it had held back the
-    first curve points by 2 to 4 s."""
-    snap = current_snapshot()
-    curves_col, samples_col = st.columns([3, 2], gap="large")
-    with curves_col:
-        curves(snap)
-    with samples_col:
-        samples(snap)
-
-
-def status_bar(snap):
+        st.info(f"Watching the run directory `{state.watch_dir}` (read-only). Clear the field to train here.")
     st.markdown(f"### {snap.name} · `{snap.status}`" if snap.config else "### Watch a deep RNN learn")
-    notices_place, message_place, progress_place, numbers_place = places(4)
+    place = st.container(key="live_status")
+    if snap.status == "idle" and not state.watch_dir:
+        st.info("Choose a preset and press **Start**. The curves, each layer's hidden states and the model's own "
+                "writing appear here as it trains.")
+    return place
+
+
+def status_bar(snap, place):
+    notices_place, message_place, progress_place, numbers_place = places(4, container=place)
     if snap.notices:
         notices_place.warning("\n\n".join(snap.notices))
     if snap.message:  # a message without a run (idle) is a run directory that could not be read
@@ -297,22 +279,36 @@ def status_bar(snap):
     row.metric("parameters", ctl.format_count(snap.parameters), help=f"{snap.parameters:,}")
 
 
-def curves(snap):
+def _duration(seconds):
+    seconds = int(seconds or 0)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else \
+        f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def curve_controls():
+    """Returns the places of the curves and of their hint. Drawn before the first Start too, empty: the
+    browser then loads and sets up its plotting while the page waits, not in the seconds after Start, when
+    it had held back the first curve points by 2 to 4 s."""
     st.subheader("Learning curves")
     x_col, metric_col, log_col = st.columns(3)
-    x = x_col.radio("x axis", ["tokens", "seconds"], horizontal=True, key="curve_x", persist_state=KEPT)
-    metric = metric_col.radio("show", ["ppl", "loss"], horizontal=True, key="curve_metric", persist_state=KEPT,
-                              format_func={"ppl": "perplexity", "loss": "loss"}.get)
-    log_y = log_col.toggle("log scale", value=True, key="curve_log", persist_state=KEPT)
-    # Drawn even before the first point: the new run's points then update a chart on screen instead
-    # of creating one, which took the browser up to two seconds more.
-    chart("curves", charts.curves_figure, snap, x, metric, log_y)
-    hint, = places(1)
+    x_col.radio("x axis", ["tokens", "seconds"], horizontal=True, key="curve_x", persist_state=KEPT)
+    metric_col.radio("show", ["ppl", "loss"], horizontal=True, key="curve_metric", persist_state=KEPT,
+                     format_func={"ppl": "perplexity", "loss": "loss"}.get)
+    log_col.toggle("log scale", value=True, key="curve_log", persist_state=KEPT)
+    return places(2)
+
+
+def curves(snap, chart_place, hint_place):
+    chart("curves", charts.curves_figure, snap, state.curve_x, state.curve_metric, state.curve_log,
+          container=chart_place)
     if snap.active and not snap.metrics:
-        hint.caption("The first point appears after the first minibatch.")
+        hint_place.caption("The first point appears after the first minibatch.")
+    else:
+        hint_place.empty()
 
 
-def samples(snap):
+def sample_controls(snap):
+    """Returns the samples' place."""
     st.subheader("The model writes")
     # A row that wraps: in two fixed columns on a laptop's screen "Temperature" broke over two lines.
     row = st.container(horizontal=True)
@@ -320,7 +316,11 @@ def samples(snap):
     row.slider("Temperature", 0.1, 2.0, step=0.1, key="temperature", persist_state=KEPT, on_change=apply_views)
     st.toggle("Best weights ★", key="use_best", persist_state=KEPT, on_change=apply_views, disabled=snap.best is None,
               help="Write with the weights kept at the lowest held-out perplexity so far, marked ★ on the curve.")
-    prefix_note, greedy_place, sampled_place = places(3)
+    return st.container(key="live_samples")
+
+
+def samples(snap, place):
+    prefix_note, greedy_place, sampled_place = places(3, container=place)
     if not snap.samples:
         return
     if note := unknown_prefix_note(snap.samples.greedy):
@@ -328,10 +328,10 @@ def samples(snap):
     source = f"best weights, step {snap.best['step']}" if snap.samples.from_best else f"step {snap.samples.step}"
     # One above the other, each as wide as the column: side by side, a line held 13 characters on a
     # laptop's screen and words broke across lines.
-    for place, heading, text in ((greedy_place, f"**greedy** ({source})", snap.samples.greedy),
-                                 (sampled_place, f"**sampled** at temperature {snap.samples.temperature:g}",
-                                  snap.samples.sampled)):
-        with place.container():
+    for sample_place, heading, text in ((greedy_place, f"**greedy** ({source})", snap.samples.greedy),
+                                        (sampled_place, f"**sampled** at temperature {snap.samples.temperature:g}",
+                                         snap.samples.sampled)):
+        with sample_place.container():
             st.markdown(heading)
             st.code(text, language=None, wrap_lines=True)
             note, = places(1)
@@ -339,27 +339,20 @@ def samples(snap):
                 note.caption(ending)
 
 
-def heatmaps(snap):
-    """The hidden states' heatmaps; returns the first probe token they show, which the gates' show too."""
+def heatmap_controls(snap):
+    """Returns the first probe token the heatmaps show (the gates' too), and the places of their caption
+    and chart."""
     st.subheader("Hidden states, layer by layer")
     text_col, what_col, units_col, count_col = st.columns([4, 2, 2, 2])
     text_col.text_input("Probe text", key="probe_text", persist_state=KEPT, on_change=apply_views,
                         max_chars=MAX_TEXT_CHARS["probe_text"])
-    states = what_col.radio("states", ["hidden", "cell"] if snap.config.cell == "lstm" else ["hidden"],
-                            horizontal=True, key="heatmap_states", persist_state=KEPT)
-    how = units_col.selectbox("units shown", ["most active", "first"], key="heatmap_units", persist_state=KEPT)
-    count = count_col.select_slider("how many", [8, 16, 32, 64], key="heatmap_count", persist_state=KEPT)
+    what_col.radio("states", ["hidden", "cell"] if snap.config.cell == "lstm" else ["hidden"],
+                   horizontal=True, key="heatmap_states", persist_state=KEPT)
+    units_col.selectbox("units shown", ["most active", "first"], key="heatmap_units", persist_state=KEPT)
+    count_col.select_slider("how many", [8, 16, 32, 64], key="heatmap_count", persist_state=KEPT)
     caption_place, window_place, chart_place = places(3)
-    if not snap.probe:
-        return 0
-    tokens = snap.probe.tokens
-    start = probe_window(tokens, window_place)
-    end = charts.window_end(tokens, start)
-    caption_place.caption(f"Layer 1 at the bottom, layer {len(snap.probe.hidden)} on top; "
-                          f"colour is the activation, probed at step {snap.probe.step}."
-                          + (f" Tokens {start + 1} to {end} of {len(tokens)}." if end - start < len(tokens) else ""))
-    chart("heatmaps", charts.heatmaps_figure, snap.probe, states, count, how, start, container=chart_place)
-    return start
+    start = probe_window(snap.probe.tokens, window_place) if snap.probe else 0
+    return start, caption_place, chart_place
 
 
 def probe_window(tokens, place) -> int:
@@ -373,62 +366,74 @@ def probe_window(tokens, place) -> int:
                         help="The heatmaps show the probe text a window at a time.")
 
 
-def _duration(seconds):
-    seconds = int(seconds or 0)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else \
-        f"{seconds // 60}:{seconds % 60:02d}"
-
-
-live_status()
-live_views()
-
-
-@st.fragment(run_every=refresh_every_s["views"])
-def probe_views():
-    """The views of the probe text, redrawn about as often as the session refreshes the probe (at most
-    every 2 s): a 1 s fragment would send the same figures again every other second."""
-    snap = current_snapshot()
-    if snap.status == "idle":
+def heatmaps(snap, start, caption_place, chart_place):
+    if not snap.probe:
+        caption_place.empty()
+        chart_place.empty()
         return
-    start = heatmaps(snap)
-    inside_the_network(snap, start)
-
-
-def inside_the_network(snap, start):
-    """Its controls follow the run's config and are drawn before its first probe too, so that a new run (from
-    Layers) keeps the chosen view on screen. (Drawn only with a probe, they had also lost their values, as
-    every widget a run does not draw did before KEPT.)"""
-    st.subheader("Inside the network")
-    view = st.radio("View", INSIDE_VIEWS, horizontal=True, key="inside_view", persist_state=KEPT,
-                    label_visibility="collapsed")
-    probe, cell = snap.probe, snap.config.cell
-    first, second, third = places(3)  # as many as the fullest view draws: a view switch leaves nothing behind
-    if view == "Gates":
-        gate = first.radio("Gate", introspect.GATES[cell], horizontal=True, key="gate", persist_state=KEPT)
-        if probe:
-            chart("gates_chart", charts.gates_figure, probe, gate, state.heatmap_count, state.heatmap_units, start,
-                  container=second)
-    elif view == "Saturation":
-        gate = first.radio("Saturation of", introspect.saturation_gates(cell), horizontal=True, key="saturation_gate",
-                           persist_state=KEPT)
-        scatter_col, history_col = second.container().columns(2)
-        if probe:
-            chart("saturation_chart", charts.saturation_figure, probe, cell, gate, container=scatter_col)
-        chart("saturation_history", charts.saturation_history_figure, snap.saturation, gate, container=history_col)
-        third.caption("Each dot is a unit: how often over the probe text it sits below 0.1 or above 0.9 "
-                      "(Karpathy, Johnson and Fei-Fei, 2015). A plain RNN's tanh units are shown mapped to [0, 1].")
-    elif view == "Gradient flow":
-        chart("gradient_chart", charts.gradient_figure, snap.metrics, container=first)
-        second.caption("Solid: each layer's input weights; dashed: its recurrent weights. A click on a layer in the "
-                       "legend hides both.")
-        chart("clipped_chart", charts.clipped_figure, snap.metrics, container=third)
-    else:
-        interpretable_units(probe, snap.config.tokens, first, second, third)
-    if view != "Interpretable units" or not probe:  # no unit boxes: shown again, it starts at the best unit
-        state.pop("finder_shown_pattern", None)
+    tokens = snap.probe.tokens
+    end = charts.window_end(tokens, start)
+    caption_place.caption(f"Layer 1 at the bottom, layer {len(snap.probe.hidden)} on top; "
+                          f"colour is the activation, probed at step {snap.probe.step}."
+                          + (f" Tokens {start + 1} to {end} of {len(tokens)}." if end - start < len(tokens) else ""))
+    chart("heatmaps", charts.heatmaps_figure, snap.probe, state.heatmap_states, state.heatmap_count,
+          state.heatmap_units, start, container=chart_place)
 
 
 INSIDE_VIEWS = ["Gates", "Saturation", "Gradient flow", "Interpretable units"]
+
+
+def inside_controls(snap):
+    """The controls of the chosen view inside the network; returns the places of its charts, None for the
+    interpretable units (drawn here, see units_view). Drawn before the run's first probe too, so that a new
+    run (from Layers) keeps the chosen view on screen."""
+    st.subheader("Inside the network")
+    view = st.radio("View", INSIDE_VIEWS, horizontal=True, key="inside_view", persist_state=KEPT,
+                    label_visibility="collapsed")
+    cell = snap.config.cell
+    first, second, third = places(3)  # as many as the fullest view draws: a view switch leaves nothing behind
+    if view != "Interpretable units" or not snap.probe:  # no unit boxes: shown again, it starts at the best unit
+        state.pop("finder_shown_pattern", None)
+    if view == "Gates":
+        first.radio("Gate", introspect.GATES[cell], horizontal=True, key="gate", persist_state=KEPT)
+        return {"gates": second}
+    if view == "Saturation":
+        first.radio("Saturation of", introspect.saturation_gates(cell), horizontal=True, key="saturation_gate",
+                    persist_state=KEPT)
+        third.caption("Each dot is a unit: how often over the probe text it sits below 0.1 or above 0.9 "
+                      "(Karpathy, Johnson and Fei-Fei, 2015). A plain RNN's tanh units are shown mapped to [0, 1].")
+        return dict(zip(["saturation", "saturation_history"], second.container().columns(2)))
+    if view == "Gradient flow":
+        second.caption("Solid: each layer's input weights; dashed: its recurrent weights. A click on a layer in the "
+                       "legend hides both.")
+        return {"gradients": first, "clipped": third}
+    st.fragment(units_view, run_every=every_s["views"])(snap.config.tokens, first, second, third)
+    return None
+
+
+def inside_charts(snap, start, chart_places):
+    probe, cell = snap.probe, snap.config.cell
+    for name, place in chart_places.items():
+        if name == "gates" and probe:
+            chart("gates_chart", charts.gates_figure, probe, state.gate, state.heatmap_count, state.heatmap_units,
+                  start, container=place)
+        elif name == "saturation" and probe:
+            chart("saturation_chart", charts.saturation_figure, probe, cell, state.saturation_gate, container=place)
+        elif name == "saturation_history":
+            chart("saturation_history", charts.saturation_history_figure, snap.saturation, state.saturation_gate,
+                  container=place)
+        elif name == "gradients":
+            chart("gradient_chart", charts.gradient_figure, snap.metrics, container=place)
+        elif name == "clipped":
+            chart("clipped_chart", charts.clipped_figure, snap.metrics, container=place)
+        else:
+            place.empty()
+
+
+def units_view(tokens, question_place, problem_place, answer_place):
+    """The interpretable units, a fragment of its own: they are widgets (a table to pick from, the unit's
+    boxes), which the live part does not draw, and they follow the probe as the run trains."""
+    interpretable_units(current_snapshot().probe, tokens, question_place, problem_place, answer_place)
 
 
 def interpretable_units(probe, tokens, question_place, problem_place, answer_place):
@@ -469,35 +474,30 @@ def interpretable_units(probe, tokens, question_place, problem_place, answer_pla
         st.caption(f"The probe text coloured by layer {layer}, unit {unit}: red positive, blue negative.")
 
 
-probe_views()
-
-
-@st.fragment(run_every=refresh_every_s["runs"])
-def all_runs():
-    """Every run of this tab, compared and managed; redrawn every 5 s while a run trains so that each
-    run's status and its kept best weights follow the run (drawn with the page only, they kept a replaced
-    run "running" and "Best weights" disabled until the next click)."""
-    runs = session.runs()
-    comparison([r for r in runs if r.metrics])  # runs with a point to compare: not one that failed at once
-    if runs:
-        manage(runs)
-
-
-def comparison(runs):
+def comparison_controls(runs):
+    """Every run of this tab with a point to compare (not one that failed at once): the runs chosen, and
+    the places of their chart and table."""
+    runs = [r for r in runs if r.metrics]
     if not runs:
-        return
+        return None
     st.subheader("Compare runs")
     labels = {r.run_id: f"#{r.run_id} {r.name}" for r in runs}
     new_runs = [run_id for run_id in labels if run_id not in state.setdefault("compare_seen", set())]
     state.compare_seen.update(new_runs)
     state.compare = [run_id for run_id in state.get("compare", []) if run_id in labels] + new_runs
     chosen = st.multiselect("Runs", list(labels), format_func=labels.get, key="compare")
+    return chosen, *places(2)
+
+
+def comparison(runs, chosen, chart_place, table_place):
     shown = [r for r in runs if r.run_id in chosen]
-    chart_place, table_place = places(2)
-    if shown:
-        chart("compare_chart", charts.comparison_figure, shown, state.curve_x, state.curve_log,  # as the curves
-              container=chart_place)
-        table_place.dataframe(charts.comparison_table(shown), hide_index=True, width="stretch", column_config=RUN_COLUMNS)
+    if not shown:
+        chart_place.empty()
+        table_place.empty()
+        return
+    chart("compare_chart", charts.comparison_figure, shown, state.curve_x, state.curve_log,  # as the curves
+          container=chart_place)
+    table_place.dataframe(charts.comparison_table(shown), hide_index=True, width="stretch", column_config=RUN_COLUMNS)
 
 
 RUN_COLUMNS = {"params": st.column_config.NumberColumn(format="localized"),
@@ -508,7 +508,7 @@ RUN_COLUMNS = {"params": st.column_config.NumberColumn(format="localized"),
 
 
 def manage(runs):
-    # Drawn only while open: closed, its refreshes would cost the browser for nothing.
+    # Drawn only while open: closed, its redraws would cost the browser for nothing.
     with st.expander("Export and manage runs", key="manage_open", on_change="rerun") as panel:
         if not panel.open:
             state.pop("manage_seen", None)  # opened again, it starts on the newest run
@@ -537,4 +537,47 @@ def manage(runs):
                    "`python -m deeprnn train --resume FILE`.")
 
 
-all_runs()
+# --- the page, top to bottom ------------------------------------------------------------------------
+status = status_place(snap)
+curves_col, samples_col = st.columns([3, 2], gap="large")
+with curves_col:
+    curve_places = curve_controls()
+with samples_col:
+    sample_place = sample_controls(snap)
+probe_places = None
+if snap.status != "idle":
+    start, *heatmap_places = heatmap_controls(snap)
+    probe_places = start, heatmap_places, inside_controls(snap)
+compared = comparison_controls(runs)
+if runs:
+    manage(runs)
+
+
+@st.fragment(run_every=every_s["status"])
+def live(structure, with_views):
+    """What changes as a run trains, into the places drawn above: the status line, and with live views the
+    views too, in the same rerun. When the run pauses or ends, or the controls would be drawn differently
+    (ctl.page_structure), the whole page is drawn again, and the timer follows."""
+    snap = current_snapshot()
+    if ctl.page_structure(snap, session.runs()) != structure:
+        st.rerun()
+    status_bar(snap, status)
+    if with_views:
+        views(snap)
+
+
+def views(snap):
+    curves(snap, *curve_places)
+    samples(snap, sample_place)
+    if probe_places:
+        start, heatmap_places, chart_places = probe_places
+        heatmaps(snap, start, *heatmap_places)
+        if chart_places:
+            inside_charts(snap, start, chart_places)
+    if compared:
+        comparison(session.runs(), *compared)
+
+
+live(ctl.page_structure(snap, runs), with_views=every_s["views"] is not None)
+if every_s["views"] is None:  # drawn with the page only: no live views, or nothing that changes by itself
+    views(snap)

@@ -10,6 +10,7 @@ from dataclasses import fields
 
 import torch
 
+from .charts import window_end
 from .checkpoint import writable_folder
 from .config import PRESETS, RunConfig, preset
 from .corpus import MAX_TEXT_BYTES, CorpusError, decode_text
@@ -122,31 +123,41 @@ def devices_found() -> dict:
     return found
 
 
-# Seconds between the page's redraws of its status line, its views (curves, samples, probe views) and
-# its comparison of runs, while something can change without the user. Each redraw takes the browser a
-# share of the CPU; while a run trains on all of a CPU's cores, that share is the training's: on 2 cores
-# the best preset trained about 5% faster with its views redrawn every 4 s (bench/results/dashboard-overhead.md).
-REFRESH_EVERY_S = {"status": 2.0, "views": 2.0, "runs": 5.0}
-VIEWS_EVERY_S_ON_ALL_CORES = 4.0
+# Seconds between the redraws of the page's live part (its status line, and its views: the curves, the
+# samples, the probe's views and the comparison of runs), while something can change without the user. Each
+# redraw takes the browser a share of the CPU; while a run trains on all of a CPU's cores, that share is the
+# training's (bench/results/dashboard-overhead.md), and the live part is redrawn half as often.
+REFRESH_EVERY_S = 2.0
+REFRESH_EVERY_S_ON_ALL_CORES = 4.0
 
 
 def refresh_every_s(snap: Snapshot, watching: bool = False, live_views: bool = True) -> dict[str, float | None]:
-    """How often the page redraws each of its parts while this run is the one shown: on a timer while it
-    trains or a run directory is watched; else not at all, since only the user can change what the page
-    shows then (a paused run applies what the page sends it before the call returns, views included:
-    TrainingSession.pause and set_views). A finished run's page, left open, had kept Chromium busy with
-    0.09 of a core and the server with 0.02, and a paused one's status line 0.06 and 0.01
-    (bench/results/idle-page.md). Without live views only the status line keeps its timer: the views'
-    redraws are what a page costs a run that trains on every core (bench/results/dashboard-overhead.md)."""
+    """How often the page redraws its status line and its views while this run is the one shown: on a
+    timer while it trains or a run directory is watched; else not at all, since only the user can change
+    what the page shows then (a paused run applies what the page sends it before the call returns, views
+    included: TrainingSession.pause and set_views). A finished run's page, left open, had kept Chromium
+    busy with 0.09 of a core and the server with 0.02, and a paused one's status line 0.06 and 0.01
+    (bench/results/idle-page.md). The views are redrawn with the status line, in the same rerun, or
+    without live views not at all: their redraws are what a page costs a run that trains on every core."""
     training = snap.status in ("starting", "running")
     if not (training or watching):
-        return dict.fromkeys(REFRESH_EVERY_S)
-    every = dict(REFRESH_EVERY_S)
-    if training and device_kind(snap.config.device) == "cpu" and torch_threads_for(snap.config) > 1:
-        every["views"] = VIEWS_EVERY_S_ON_ALL_CORES
+        return {"status": None, "views": None}
     if not live_views:
-        every["views"] = every["runs"] = None
-    return every
+        return {"status": REFRESH_EVERY_S, "views": None}
+    on_all_cores = training and device_kind(snap.config.device) == "cpu" and torch_threads_for(snap.config) > 1
+    every = REFRESH_EVERY_S_ON_ALL_CORES if on_all_cores else REFRESH_EVERY_S
+    return {"status": every, "views": every}
+
+
+def page_structure(snap: Snapshot, runs: list[Snapshot]) -> tuple:
+    """What the page's controls are drawn from, as the page's full runs draw them: the run's name and
+    status (the sidebar's buttons), whether it has best weights yet (their switch), the probe's length once
+    the heatmaps show it a window at a time (the window's slider), and each run's status, first point and
+    weights (the comparison's choices, the export buttons). The timed part of the page redraws only
+    numbers, texts and charts; when this changes, it draws the page again whole."""
+    tokens = snap.probe.tokens if snap.probe else ()
+    return (snap.run_id, snap.name, snap.status, snap.best is None, len(tokens) if window_end(tokens) < len(tokens) else 0,
+            tuple((r.run_id, r.status, bool(r.metrics), r.best is None, r.has_weights) for r in runs))
 
 
 def format_lr(value: float) -> str:

@@ -26,7 +26,7 @@ def test_page_loads_with_the_documented_controls(app):
     labels = {w.label for kind in ("button", "selectbox", "slider", "select_slider") for w in app.get(kind)}
     assert {"Start", "Pause", "Stop", "Cell", "Layers", "Learning rate"} <= labels
     assert "Start" in app.info[0].value
-    assert [fig["data"][0]["x"] for fig in figures(app)] == [[]]  # the curves, empty (see live_views)
+    assert [fig["data"][0]["x"] for fig in figures(app)] == [[]]  # the curves, empty (see curve_controls)
 
 
 @pytest.mark.parametrize("static_serving", [True, False])
@@ -229,28 +229,47 @@ def test_a_message_that_comes_and_goes_leaves_the_views_in_their_places(app):
 
 
 def block_sizes(node, path=()) -> dict:
-    """{path: how many elements it holds} for each block at and under node."""
-    children = getattr(node, "children", None)
-    if children is None:
+    """{path: how many elements it holds} for each block at and under node. A fragment's elements in a
+    place drawn outside it are in a block that the browser does not draw (a transparent one): its elements
+    count as the place's own."""
+    if getattr(node, "children", None) is None:
         return {}
+    children = shown_children(node)
     sizes = {path: len(children)}
-    for index, child in children.items():
+    for index, child in enumerate(children):
         sizes.update(block_sizes(child, (*path, index)))
     return sizes
 
 
+def shown_children(node) -> list:
+    shown = []
+    for child in node.children.values():
+        transparent = getattr(child, "children", None) is not None and child.proto.WhichOneof("type") == "transparent"
+        shown.extend(shown_children(child) if transparent else [child])
+    return shown
+
+
+def keyed_block(node, key):
+    """The block of this key at or under node, or None."""
+    if getattr(node, "key", None) == key:
+        return node
+    for child in getattr(node, "children", {}).values():
+        if (found := keyed_block(child, key)) is not None:
+            return found
+    return None
+
+
 def test_what_a_view_draws_only_sometimes_keeps_its_place(app):
     """Streamlit removes what a fragment's rerun no longer draws only if its cleanup wins a race with the
-    other fragments' runs; in CI a third sample box stayed under the two headings. So no block of the views
-    holds fewer elements in one state than in another: what is not drawn leaves an empty place."""
-    def views(at):  # the fragments of the status, the curves and samples, the probe and the comparison
-        return [block_sizes(at.main.children[place]) for place in range(1, 5)]
+    other fragments' runs; in CI a third sample box stayed under the two headings. So no place that the live
+    part of the page draws several elements into holds fewer in one state than in another: what is not drawn
+    leaves an empty place."""
+    def views(at):  # the status line's place and the samples'
+        return [block_sizes(keyed_block(at.main, key)) for key in ("live_status", "live_samples")]
 
-    states = [views(app)[:2]]  # the status, curves and samples are drawn before the first Start too
+    states = [views(app)]  # both are drawn before the first Start too
     button(app, "Start").click().run()
-    # Most often before the first probe and sample. The comparison is left out: it starts with the run's first
-    # point, which can come after this rerun, and it stays.
-    states.append(views(app)[:3])
+    states.append(views(app))  # most often before the first probe and sample
     rerun_until(app, lambda at: heatmap_counts(at).get("hidden") == 2 and at.get("code") and at.multiselect)
     for view, pattern in [("Gates", None), ("Saturation", None), ("Gradient flow", None),
                           ("Interpretable units", "a vowel"), ("Interpretable units", "a regular expression"),
@@ -259,14 +278,44 @@ def test_what_a_view_draws_only_sometimes_keeps_its_place(app):
         if pattern:
             app.selectbox(key="finder_pattern").set_value(pattern).run()
         states.append(views(app))
-    app.multiselect(key="compare").set_value([]).run()  # nothing to compare: no chart, no table
+    button(app, "Stop").click().run()  # a run with nothing to show
     states.append(views(app))
-    sizes = {}  # (fragment, path): the sizes seen. A place can hold an element or a block: blocks are compared
+    sizes = {}  # (place, path): the sizes seen. A place can hold an element or a block: blocks are compared
     for state in states:
-        for fragment, blocks in enumerate(state):
+        for place, blocks in enumerate(state):
             for path, size in blocks.items():
-                sizes.setdefault((fragment, path), set()).add(size)
+                sizes.setdefault((place, path), set()).add(size)
+    assert len(sizes) > 4  # the places were found, and each holds blocks
     assert {where: seen for where, seen in sizes.items() if len(seen) > 1} == {}
+
+
+def page_deltas(at, monkeypatch) -> list:
+    """The deltas of one run of the page, as Streamlit sends them to the browser."""
+    from streamlit.runtime.forward_msg_queue import ForwardMsgQueue
+    sent, enqueue = [], ForwardMsgQueue.enqueue
+    monkeypatch.setattr(ForwardMsgQueue, "enqueue", lambda queue, msg: (sent.append(msg), enqueue(queue, msg))[1])
+    at.run()
+    monkeypatch.undo()
+    return [msg.delta for msg in sent if msg.WhichOneof("type") == "delta"]
+
+
+def test_while_a_run_trains_one_timed_part_redraws_the_page_and_it_draws_no_control(app, monkeypatch):
+    """Each rerun of a timed fragment costs the browser a render of every element it draws, and of the rest of
+    the page besides: four fragments with the views' controls in them took 0.2 of a core of the two that the
+    best preset trains on (bench/results/dashboard-overhead.md). One fragment redraws the status line, the
+    charts, the samples and the comparison; the controls are drawn by the page's full runs."""
+    button(app, "Start").click()
+    rerun_until(app, lambda at: heatmap_counts(at).get("hidden") == 2 and at.get("code") and at.multiselect)
+    deltas = page_deltas(app, monkeypatch)
+    live = [d for d in deltas if d.fragment_id]
+    assert len({d.fragment_id for d in live}) == 1
+    drawn = {d.new_element.WhichOneof("type") for d in live if d.WhichOneof("type") == "new_element"}
+    assert {"progress", "metric", "code", "bidi_component", "dataframe"} <= drawn  # status, samples, charts, runs
+    widgets = [d.new_element for d in live if d.WhichOneof("type") == "new_element"
+               and getattr(getattr(d.new_element, d.new_element.WhichOneof("type")), "id", "")]
+    assert {(w.WhichOneof("type"), getattr(w, w.WhichOneof("type")).component_name) for w in widgets} \
+        == {("bidi_component", "deeprnn_chart")}  # only the charts, which take new figures in place
+    assert any(d.new_element.WhichOneof("type") == "radio" for d in deltas if not d.fragment_id)  # the controls
 
 
 GATE_NAMES = {"lstm": ["input", "forget", "candidate", "output"], "gru": ["reset", "update", "candidate"],

@@ -105,15 +105,15 @@ def test_a_large_run_trains_on_its_share_of_the_cores_while_other_runs_train(ses
 
 def test_the_page_redraws_on_a_timer_only_while_something_can_change_and_less_often_on_all_cores(monkeypatch):
     monkeypatch.setattr(session_mod, "ALL_THREADS", 2)
-    usual, never = {"status": 2.0, "views": 2.0, "runs": 5.0}, {"status": None, "views": None, "runs": None}
+    usual, never = {"status": 2.0, "views": 2.0}, {"status": None, "views": None}
 
     def every_s(status, watching=False, live_views=True, **config):
         return controls.refresh_every_s(replace(IDLE, status=status, config=preset("best", **config)), watching,
                                         live_views)
 
-    assert every_s("running") == every_s("starting") == {**usual, "views": 4.0}  # 2 x 512: on both cores
+    assert every_s("running") == every_s("starting") == {"status": 4.0, "views": 4.0}  # 2 x 512: on both cores
     assert every_s("paused") == never  # what the page sends a paused run is applied before the call returns
-    assert every_s("running", device="cpu") == {**usual, "views": 4.0}
+    assert every_s("running", device="cpu") == {"status": 4.0, "views": 4.0}
     assert every_s("running", hidden=256) == usual  # one thread: the browser has the other core
     assert every_s("running", device="cuda") == usual
     for ended in ("finished", "stopped", "failed"):  # nothing changes but by the user's hand
@@ -125,6 +125,27 @@ def test_the_page_redraws_on_a_timer_only_while_something_can_change_and_less_of
     assert every_s("paused", live_views=False) == never
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert every_s("running") == usual  # auto picks the GPU
+
+
+def test_the_page_is_drawn_again_whole_only_when_its_controls_would_change():
+    """The live part redraws numbers, texts and charts; the controls are drawn by the page's full runs, which
+    it starts when what they are drawn from changes (the sidebar's buttons, the best weights' switch, the
+    heatmaps' window slider, the comparison's choices and the export buttons)."""
+    from deeprnn.snapshot import Probe
+    run = replace(IDLE, run_id=1, name="LSTM x2", config=preset("fast"), status="running", parameters=10)
+    structure = controls.page_structure
+    short = Probe(step=5, tokens=tuple("time traveller"), hidden=(), cell=None, gates=())
+    long = replace(short, tokens=tuple("the time traveller " * 20))  # longer than the heatmaps show at once
+    trained = replace(run, step=40, tokens=9000, tokens_per_s=3000.0, elapsed=3.0, metrics=({"step": 1},),
+                      probe=short, samples=object())
+    later = replace(trained, step=80, tokens=18000, metrics=({"step": 1}, {"step": 2}), probe=replace(short, step=9))
+    assert structure(trained, [trained]) == structure(later, [later])  # numbers only
+    for changed in (replace(trained, status="paused"), replace(trained, best={"val_ppl": 9.0, "step": 40}),
+                    replace(trained, probe=long), replace(trained, run_id=2)):
+        assert structure(changed, [run]) != structure(trained, [run])
+    assert structure(trained, [run, replace(run, run_id=2)]) != structure(trained, [run])  # a new run
+    assert structure(trained, [trained]) != structure(trained, [replace(trained, metrics=())])  # its first point
+    assert structure(trained, [replace(trained, status="finished")]) != structure(trained, [trained])
 
 
 def test_views_keep_to_one_thread_beside_a_run_on_two(session, config, monkeypatch):
