@@ -19,16 +19,17 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 
 
 @contextlib.contextmanager
-def dashboard_server(env: dict | None = None):
-    """Yields (url, server process) of `streamlit run dashboard.py`, stopped afterwards; raises
-    RuntimeError with the server's output if it does not answer within a minute."""
+def dashboard_server(env: dict | None = None, folder: Path = ROOT):
+    """Yields (url, server process) of `streamlit run dashboard.py` in `folder` (the repository, or another
+    page's), stopped afterwards; raises RuntimeError with the server's output if it does not answer within
+    a minute."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     log = tempfile.TemporaryFile()  # a file, not a pipe: a long soak must never fill a pipe and block
     server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.headless", "true",
                                "--server.address", "127.0.0.1", "--server.port", str(port)],
-                              cwd=ROOT, env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT)
+                              cwd=folder, env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_until_healthy(url, log)
