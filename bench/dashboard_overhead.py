@@ -21,8 +21,8 @@ import subprocess
 import sys
 import time
 
-from pageserver import (ROOT, child_pids, chromium_pids, cores_used, dashboard_server, renderers_stopped, text_changes,
-                        training_page, watch_text)
+from pageserver import (ROOT, child_pids, chromium_pids, cores_used, dashboard_server, renderers_stopped,
+                        switch_live_views, text_changes, training_page, watch_text)
 from deeprnn.config import preset
 from deeprnn.controls import PRESET_LABELS
 from deeprnn.session import torch_threads_for
@@ -63,8 +63,7 @@ def interleaved(name: str, seconds: float, threads: int, rounds: int, live_views
             training_page(url, 1000, PRESET_LABELS[name]) as page:
         wait_for_tokens(page, minimum=1)
         if not live_views:  # the sidebar's switch: only the status line redraws as the run trains
-            page.get_by_text("Live views", exact=True).click()
-            page.get_by_role("switch", name="Live views", checked=False).wait_for()
+            switch_live_views(page, on=False)
         for _ in range(rounds):
             headless.append(headless_window(page, name, seconds, headless_threads))
             time.sleep(2)  # past the resumption

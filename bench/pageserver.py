@@ -83,6 +83,12 @@ def choose_preset(page, label: str, tries: int = 3) -> None:
     page.wait_for_timeout(1000)
 
 
+def switch_live_views(page, on: bool) -> None:
+    """Click the sidebar's Live views switch and wait until it shows `on`."""
+    page.get_by_text("Live views", exact=True).click()
+    page.get_by_role("switch", name="Live views", checked=on).wait_for()
+
+
 @contextlib.contextmanager
 def training_page(url: str, epochs: int, preset_label: str | None = None):
     """A tall page (every view on screen) on which Start was pressed with this epoch budget (and

@@ -9,7 +9,7 @@ from playwright.sync_api import expect
 
 from deeprnn import charts
 from deeprnn import controls as ctl
-from pageserver import WIDENED_MARGINS, child_pids, start_training
+from pageserver import WIDENED_MARGINS, child_pids, start_training, switch_live_views
 from support import idle_within, shown_step, wait_for
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
@@ -245,14 +245,13 @@ def test_live_views_off_leaves_the_views_as_drawn_while_the_status_line_counts_o
     start_training(page, url, epochs=1000)
     caption = page.get_by_text("probed at step")
     expect(caption).to_be_visible(timeout=60_000)
-    page.get_by_text("Live views", exact=True).click()
-    expect(page.get_by_role("switch", name="Live views")).not_to_be_checked()
+    switch_live_views(page, on=False)
     page.wait_for_timeout(3000)  # the click's rerun drawn
     probed, tokens = caption.inner_text(), page.get_by_test_id("stProgress").inner_text()
     page.wait_for_timeout(6000)  # three of the status line's redraws, and the views' own cadence three times over
     expect(page.get_by_test_id("stProgress")).not_to_have_text(tokens)
     assert caption.inner_text() == probed, "the views redrew with Live views off"
-    page.get_by_text("Live views", exact=True).click()
+    switch_live_views(page, on=True)
     expect(caption).not_to_have_text(probed, timeout=15_000)
     page.close()
 
