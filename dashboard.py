@@ -558,15 +558,15 @@ def live(structure, with_views):
     """What changes as a run trains, into the places drawn above: the status line, and with live views the
     views too, in the same rerun. When the run pauses or ends, or the controls would be drawn differently
     (ctl.page_structure), the whole page is drawn again, and the timer follows."""
-    snap = current_snapshot()
-    if ctl.page_structure(snap, session.runs()) != structure:
+    snap, runs = current_snapshot(), session.runs()
+    if ctl.page_structure(snap, runs) != structure:
         st.rerun()
     status_bar(snap, status)
     if with_views:
-        views(snap)
+        views(snap, runs)
 
 
-def views(snap):
+def views(snap, runs):
     curves(snap, *curve_places)
     samples(snap, sample_place)
     if probe_places:
@@ -575,9 +575,10 @@ def views(snap):
         if chart_places:
             inside_charts(snap, start, chart_places)
     if compared:
-        comparison(session.runs(), *compared)
+        comparison(runs, *compared)
 
 
-live(ctl.page_structure(snap, runs), with_views=every_s["views"] is not None)
-if every_s["views"] is None:  # drawn with the page only: no live views, or nothing that changes by itself
-    views(snap)
+live_views = every_s["views"] is not None
+live(ctl.page_structure(snap, runs), with_views=live_views)
+if not live_views:  # drawn with the page only: no live views, or nothing that changes by itself
+    views(snap, runs)
