@@ -20,6 +20,11 @@ from deeprnn.snapshot import IDLE
 from deeprnn.tabs import Tab, TabSessions
 
 st.set_page_config(page_title="deeprnn: watch a deep RNN learn", layout="wide")
+# Each CSS transition becomes one step at the end of its delay. A rerun that lasts past half a second (a Start,
+# a move of Layers) still greys the page, but at once, where Streamlit faded 60-odd elements frame by
+# frame: that took Chromium about a CPU-second on 2 cores and slowed the new run's first step beside it
+# (bench/results/dashboard-overhead.md, session 34).
+st.html("<style>*, *::before, *::after { transition-duration: 0s !important; }</style>")
 state = st.session_state
 # For a widget drawn only sometimes (a view's controls, the pasted text) or in a fragment: Streamlit forgets
 # the value of a widget a run does not draw. Watching an unreadable run directory reverted the probe text

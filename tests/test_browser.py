@@ -309,3 +309,23 @@ def test_a_zoom_into_the_curves_stays_while_the_run_adds_points(server, browser)
     expect(line).not_to_have_attribute("d", drawn, timeout=15_000)  # the run's next points drawn
     assert page.evaluate(CURVES_X_AXIS) == zoomed
     page.close()
+
+
+ANIMATED_ELEMENTS = """() => [...document.querySelectorAll('*')]
+    .filter(el => getComputedStyle(el).transitionDuration.split(',').some(d => parseFloat(d) > 0))
+    .map(el => el.closest('[data-testid]')?.dataset.testid ?? el.tagName)"""
+
+
+def test_the_page_changes_its_look_in_steps_not_frame_by_frame(server, browser):
+    """No element of the page animates a change (Streamlit gives its widgets, its sidebar and the greying of
+    a page that reruns transitions of 0.1 to 1 s): a Layers move's rerun faded 60-odd elements frame by frame,
+    which took Chromium about a CPU-second beside the new run's first step. Checked after the timed part of
+    the page has redrawn it, which must keep the page's style."""
+    url, _ = server
+    page = browser.new_page(viewport={"width": 1500, "height": 2600})
+    start_training(page, url, epochs=1000)
+    wait_for(lambda: shown_step(page) > 0, timeout=60)
+    redrawn_at = shown_step(page)
+    wait_for(lambda: shown_step(page) > redrawn_at, timeout=30)  # a timed redraw
+    assert page.evaluate(ANIMATED_ELEMENTS) == []
+    page.close()
