@@ -3,7 +3,7 @@
 headless (the CLI's training loop) against the dashboard open in headless Chromium, streaming every view.
 
     python bench/dashboard_overhead.py --seconds 20 --rounds 4 --threads 1 2
-    python bench/dashboard_overhead.py --preset best --threads 0
+    python bench/dashboard_overhead.py --preset best --threads 0 --layer-moves 6
     python bench/dashboard_overhead.py --preset best --threads 0 --live-views off
 
 For each torch thread count, one `streamlit run` server (DEEPRNN_TORCH_THREADS set; 0: the page's own
@@ -51,7 +51,8 @@ print((trainer.tokens - tokens) / (time.perf_counter() - start))
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def interleaved(name: str, seconds: float, threads: int, rounds: int, live_views: bool = True) -> dict:
+def interleaved(name: str, seconds: float, threads: int, rounds: int, live_views: bool = True,
+                layer_moves: int = 1) -> dict:
     """Headless and page windows taking turns on one page: the page's run is paused while a headless
     run trains, so both see the same minutes of the shared machine, whose speed drifts by tens of
     percent from one minute to the next. Per page window: tokens/s and the CPU seconds per second of
@@ -72,7 +73,7 @@ def interleaved(name: str, seconds: float, threads: int, rounds: int, live_views
         # Without live views a new run's first point is drawn only if it came before the click's rerun drew
         # the page: not what Layers measures.
         return {"headless": headless, "windows": windows, "threads": headless_threads,
-                "layers_s": layers_to_first_point(page) if live_views else None}
+                "layers_s": layers_to_first_point(page, layer_moves) if live_views else None}
 
 
 def headless_window(page, name: str, seconds: float, threads: int) -> float:
@@ -128,14 +129,24 @@ WATCH_FIRST_POINT = """([title]) => {
 }"""
 
 
-def layers_to_first_point(page) -> float:
-    """Seconds from moving Layers (2 to 3) to the new run's first curve point on screen."""
+LOOK_BEFORE_THE_NEXT_MOVE_S = 8
+
+
+def layers_to_first_point(page, moves: int) -> list[float]:
+    """Seconds from each move of Layers (2 to 3, back to 2, and so on) to the new run's first curve point on
+    screen, each move made a while after the last one's point, as a person looks before moving it again."""
     slider = page.get_by_role("slider", name="Layers")
-    slider.focus()
-    started = page.evaluate(WATCH_FIRST_POINT, ["LSTM x3"])
-    slider.press("ArrowRight")
-    drawn = page.wait_for_function("window.deeprnnFirstPoint", polling=500, timeout=30_000).json_value()
-    return drawn - started
+    seconds = []
+    for move in range(moves):
+        key, layers = ("ArrowRight", 3) if move % 2 == 0 else ("ArrowLeft", 2)
+        if move:
+            time.sleep(LOOK_BEFORE_THE_NEXT_MOVE_S)
+        slider.focus()
+        started = page.evaluate(WATCH_FIRST_POINT, [f"LSTM x{layers}"])
+        slider.press(key)
+        drawn = page.wait_for_function("window.deeprnnFirstPoint", polling=500, timeout=30_000).json_value()
+        seconds.append(drawn - started)
+    return seconds
 
 
 def read_tokens(page) -> int:
@@ -165,13 +176,16 @@ def main():
     parser.add_argument("--preset", default="fast", choices=sorted(PRESET_LABELS))
     parser.add_argument("--live-views", default="on", choices=["on", "off"],
                         help="the page's Live views switch: off, only its status line redraws as the run trains")
+    parser.add_argument("--layer-moves", type=int, default=1,
+                        help="moves of Layers at the end, each timed to the new run's first point on screen")
     args = parser.parse_args()
     print(f"{args.preset} preset, {args.seconds:g} s windows, {os.cpu_count()} cores, live views {args.live_views}")
     print("| torch threads | round | headless tokens/s, before / after | page open tokens/s | page / headless | "
           "server CPU | training process CPU | chromium CPU |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for threads in args.threads:
-        result = interleaved(args.preset, args.seconds, threads, args.rounds, args.live_views == "on")
+        result = interleaved(args.preset, args.seconds, threads, args.rounds, args.live_views == "on",
+                             args.layer_moves)
         threads = threads or f"the page's choice ({result['threads']})"
         ratios = []
         for i, window in enumerate(result["windows"]):
@@ -182,8 +196,9 @@ def main():
                   flush=True)
         print(f"| {threads} | median | | | {statistics.median(ratios):.0%} | | | |")
         if result["layers_s"] is not None:
-            print(f"Layers to the new run's first point, {threads} torch thread(s): {result['layers_s']:.1f} s",
-                  flush=True)
+            moves = ", ".join(f"{s:.1f}" for s in result["layers_s"])
+            print(f"Layers to the new run's first point, {threads} torch thread(s): {moves} s "
+                  f"(median {statistics.median(result['layers_s']):.1f} s)", flush=True)
 
 
 if __name__ == "__main__":
